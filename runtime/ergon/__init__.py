@@ -1,0 +1,103 @@
+"""Ergon: durable execution for Python.
+
+Write flows as async classes; every step is checkpointed so a crash resumes where it stopped.
+
+    import ergon
+
+    class Order(ergon.Flow):
+        order_id: str
+
+        @ergon.flow
+        async def run(self) -> str:
+            return await self.charge()
+
+        @ergon.step(retry=ergon.RetryPolicy.STANDARD)
+        async def charge(self) -> str:
+            return f"charged {self.order_id}"
+"""
+
+from ergon.core.children import child_flow_id
+from ergon.core.context import StepInfo, current_step
+from ergon.core.dag import Dag, StepHandle, dag
+from ergon.core.errors import (
+    ChildFlowError,
+    ErgonError,
+    FlowCancelledError,
+    FlowContextError,
+    FlowDefinitionError,
+    FlowError,
+    FlowFailed,
+    FlowInputError,
+    FlowLoadError,
+    FlowMismatchError,
+    FlowNotFoundError,
+    LeaseLost,
+    NonDeterminismError,
+    SignalPayloadError,
+    SignalTimeout,
+    StepError,
+    StoreError,
+    StoreUrlError,
+)
+from ergon.core.executor import Executor
+from ergon.core.flow import Flow, flow, load_flow
+from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, SuspendReason
+from ergon.core.records import FlowStatus, StepRecord
+from ergon.core.retry import Retryable, RetryPolicy
+from ergon.core.signals import wait_for_signal
+from ergon.core.step import step
+from ergon.core.store import Store
+from ergon.core.timers import sleep
+from ergon.storage.memory import MemoryStore
+from ergon.storage.sqlite import SqliteStore
+from ergon.storage.urls import open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "ChildFlowError",
+    "Completed",
+    "Dag",
+    "ErgonError",
+    "Executor",
+    "Failed",
+    "Flow",
+    "FlowCancelledError",
+    "FlowContextError",
+    "FlowDefinitionError",
+    "FlowError",
+    "FlowFailed",
+    "FlowInputError",
+    "FlowLoadError",
+    "FlowMismatchError",
+    "FlowNotFoundError",
+    "FlowStatus",
+    "LeaseLost",
+    "MemoryStore",
+    "NonDeterminismError",
+    "Outcome",
+    "RetryPolicy",
+    "Retryable",
+    "SignalPayloadError",
+    "SignalTimeout",
+    "SqliteStore",
+    "StepError",
+    "StepHandle",
+    "StepInfo",
+    "StepRecord",
+    "Store",
+    "StoreError",
+    "StoreUrlError",
+    "SuspendReason",
+    "Suspended",
+    "child_flow_id",
+    "current_step",
+    "dag",
+    "flow",
+    "load_flow",
+    "open_store",
+    "sleep",
+    "step",
+    "wait_for_signal",
+]

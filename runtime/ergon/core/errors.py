@@ -1,0 +1,169 @@
+"""Every error Ergon raises, in one place.
+
+Two families live here:
+
+* errors users see and may catch (`StepError`, `ChildFlowError`, `SignalTimeout`, ...), all
+  subclasses of `ErgonError`;
+* control-flow signals the runtime uses to unwind a flow body (`_Interrupt` and its subclasses).
+  Those derive from `BaseException` on purpose: a flow that wraps its steps in
+  `except Exception:` must not swallow a suspension, a lost lease or a cancellation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FlowError:
+    """Why a flow (or a step, or a child flow) failed, as recorded in the store.
+
+    `type` is the exception's class name, `message` its text, `retryable` whether a retry could
+    help. `module` and `args` are kept so the original exception class can be rebuilt on replay
+    when that is possible.
+    """
+
+    type: str
+    message: str
+    retryable: bool = True
+    module: str | None = None
+    args: tuple[object, ...] = ()
+
+
+class ErgonError(Exception):
+    """Base class of the errors Ergon raises to users."""
+
+
+class FlowDefinitionError(ErgonError, TypeError):
+    """A Flow class or a step is declared in a way Ergon cannot run."""
+
+
+class FlowContextError(ErgonError, RuntimeError):
+    """A flow-only operation (a step, a signal wait, a timer) was used outside a running flow."""
+
+
+class FlowNotFoundError(ErgonError, LookupError):
+    """No flow with that id exists in the store."""
+
+
+class FlowInputError(ErgonError, ValueError):
+    """The input given for a flow does not validate against the Flow's model."""
+
+
+class FlowMismatchError(ErgonError, ValueError):
+    """A flow id is already recorded for a different flow class."""
+
+
+class FlowLoadError(ErgonError, ImportError):
+    """A flow path such as `module:QualName` cannot be imported or does not name a Flow."""
+
+
+class StoreError(ErgonError):
+    """The store cannot be opened or reached, or refused an operation."""
+
+
+class StoreUrlError(StoreError, ValueError):
+    """A store URL that `open_store` cannot open."""
+
+
+class FencedError(StoreError):
+    """A write carrying an old epoch was refused: another executor holds the flow now."""
+
+
+class CancelRequestedError(StoreError):
+    """A step checkpoint was refused because the flow's cancellation was requested."""
+
+
+class StepError(ErgonError):
+    """A recorded step failure replayed when the original exception class cannot be rebuilt."""
+
+    def __init__(self, type: str, message: str, retryable: bool = True) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.retryable = retryable
+
+    def is_retryable(self) -> bool:
+        return self.retryable
+
+
+class NonDeterminismError(ErgonError):
+    """The flow called a different step at a position than the one recorded there.
+
+    Replaying would hand one step's result to another, so the flow fails instead (not retryable).
+    """
+
+    retryable = False
+
+
+class SignalPayloadError(ErgonError):
+    """A signal's payload does not validate against the type the flow waits for."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, signal: str | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal
+
+
+class SignalTimeout(ErgonError, TimeoutError):  # noqa: N818 - the public name is fixed by the API
+    """No signal arrived before the wait's durable timeout."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, signal: str | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal
+
+
+class ChildFlowError(ErgonError):
+    """A child flow started with `invoke` failed; `.error` says why."""
+
+    def __init__(self, message: str, error: FlowError, *, child_id: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.child_id = child_id
+
+    def is_retryable(self) -> bool:
+        return self.error.retryable
+
+
+class FlowFailed(ErgonError):  # noqa: N818 - the public name is fixed by the API
+    """Raised by `ergon.run` when the flow ends in failure; `.error` says why."""
+
+    def __init__(self, flow_id: str, error: FlowError) -> None:
+        super().__init__(f"flow {flow_id} failed: {error.type}: {error.message}")
+        self.flow_id = flow_id
+        self.error = error
+
+
+class FlowCancelledError(ErgonError):
+    """Raised by `ergon.run` (and returned as an outcome elsewhere) when a flow was cancelled."""
+
+    def __init__(self, flow_id: str) -> None:
+        super().__init__(f"flow {flow_id} was cancelled")
+        self.flow_id = flow_id
+
+
+class LeaseLost(ErgonError):  # noqa: N818 - reads better at call sites than LeaseLostError
+    """Another executor took this flow over; this one's writes are refused (fenced)."""
+
+
+class _Interrupt(BaseException):  # noqa: N818 - not an error, a control-flow signal
+    """Unwinds a flow body; never meant to be caught by user code."""
+
+
+class _Suspend(_Interrupt):
+    """The flow must stop here and be resumed later (signal, timer, child)."""
+
+
+class _Fenced(_Interrupt):
+    """The store refused a write because this execution no longer holds the flow."""
+
+
+class _Cancelled(_Interrupt):
+    """The flow was cancelled; it stops at this step boundary."""
+
+
+class _Closing(_Interrupt):
+    """The flow body already ended; a straggling branch tried to start new work."""

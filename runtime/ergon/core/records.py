@@ -1,0 +1,165 @@
+"""The rows a store keeps: flows, steps and signals.
+
+Payloads (flow input, step results, signal payloads) are JSON text here; the core encodes and
+decodes them (`ergon.core.codec`), so stores never see Python objects they would have to pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from ergon.core.errors import FlowError
+from ergon.core.outcomes import SuspendReason
+
+FlowState = Literal["pending", "running", "suspended", "completed", "failed", "cancelled"]
+FLOW_STATES: tuple[FlowState, ...] = (
+    "pending",
+    "running",
+    "suspended",
+    "completed",
+    "failed",
+    "cancelled",
+)
+TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+StepKind = Literal["step", "sleep", "signal", "child"]
+StepState = Literal["completed", "failed", "waiting", "retrying"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewFlow:
+    """A flow to record: what `Scheduler.schedule` and `Executor` hand to the store."""
+
+    id: str
+    flow: str
+    input: str
+    state: FlowState = "pending"
+    version: str | None = None
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStatus:
+    """A flow as the store records it (returned by `Client.status` and `Client.list`).
+
+    `state` is one of pending, running, suspended, completed, failed, cancelled. `attempts` counts
+    flow-level attempts (1 until a flow-level retry starts attempt 2). `waiting_for` says what a
+    suspended flow waits for. `epoch` increases every time an executor takes the flow over; writes
+    carrying an older epoch are refused (fencing).
+    """
+
+    id: str
+    flow: str
+    state: FlowState
+    input: str
+    created_at: datetime
+    updated_at: datetime
+    attempts: int = 1
+    version: str | None = None
+    parent_id: str | None = None
+    result: str | None = None
+    error: FlowError | None = None
+    waiting_for: SuspendReason | None = None
+    wake_at: datetime | None = None
+    epoch: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    cancel_requested: bool = False
+    events: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One checkpoint: the outcome of the durable operation at `key`.
+
+    `key` identifies the operation within its flow: the position in the flow body's sequence of
+    calls ("3"), prefixed by the position of the task it runs in for operations inside tasks the
+    flow body spawned ("4.0", "4.1"). `position` is the last part as an int.
+
+    `kind` is step, sleep, signal or child. `state` is completed, failed, waiting (a timer, a
+    signal deadline or a child not yet done; `fire_at` holds the time) or retrying (attempt
+    `attempts` failed; the next one is due at `fire_at`).
+    """
+
+    key: str
+    name: str
+    state: StepState
+    kind: StepKind = "step"
+    attempts: int = 1
+    result: str | None = None
+    error: FlowError | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    fire_at: datetime | None = None
+    flow_attempt: int = 1
+    args_hash: str | None = None
+
+    @property
+    def position(self) -> int:
+        return int(self.key.rpartition(".")[2])
+
+    @property
+    def sort_key(self) -> tuple[int, ...]:
+        return key_tuple(self.key)
+
+
+def key_tuple(key: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in key.split("."))
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """A signal waiting in a flow's queue for `name`."""
+
+    seq: int
+    flow_id: str
+    name: str
+    payload: str
+    signal_id: str | None = None
+    sent_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to execute one flow, proven by its epoch; `expires_at` None means no expiry."""
+
+    flow_id: str
+    epoch: int
+    owner: str
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedFlow:
+    """What an executor starts from: the flow, the lease it now holds, and the recorded steps."""
+
+    flow: FlowStatus
+    steps: list[StepRecord]
+    lease: Lease | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEnd:
+    """How an execution leaves a flow: the new state and what goes with it.
+
+    For `suspended`, the store makes the flow `pending` instead when an event (signal, child end)
+    arrived after `seen_events` — so a wake-up that raced the suspension is never lost.
+    """
+
+    state: FlowState
+    result: str | None = None
+    error: FlowError | None = None
+    waiting_for: SuspendReason | None = None
+    wake_at: datetime | None = None
+    seen_events: int = 0
+    attempts: int | None = None

@@ -1,0 +1,142 @@
+"""`ergon.wait_for_signal`: waiting durably for external events."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar, overload
+
+import pydantic_core
+from pydantic import ValidationError
+
+from ergon.core import codec, replay
+from ergon.core.branches import operation
+from ergon.core.context import FlowContext, Scope, flow_scope
+from ergon.core.errors import FlowError, SignalPayloadError, SignalTimeout
+from ergon.core.outcomes import SuspendReason
+from ergon.core.records import StepRecord, utcnow
+from ergon.core.retry import seconds
+
+T = TypeVar("T")
+
+
+@overload
+def wait_for_signal(
+    name: str, type: type[T], timeout: float | timedelta | None = None
+) -> Coroutine[Any, Any, T]: ...
+
+
+@overload
+def wait_for_signal(
+    name: str, type: object = Any, timeout: float | timedelta | None = None
+) -> Coroutine[Any, Any, Any]: ...
+
+
+def wait_for_signal(
+    name: str, type: object = Any, timeout: float | timedelta | None = None
+) -> Coroutine[Any, Any, Any]:
+    """Consume the next signal `name` sent to this flow, suspending until one arrives.
+
+    The payload is validated against `type` (`ergon.SignalPayloadError` if it does not fit; the
+    flow may catch it and wait again). With `timeout`, `ergon.SignalTimeout` is raised when no
+    signal came in time; the deadline is recorded, so restarts do not extend it.
+    """
+    scope = flow_scope(f"ergon.wait_for_signal({name!r})")
+    if not isinstance(name, str) or not name:
+        raise ValueError("wait_for_signal needs a non-empty signal name")
+    limit = seconds(timeout) if timeout is not None else None
+    return _wait(scope, scope.sequence.next_key(), name, type, limit)
+
+
+@operation
+async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float | None) -> Any:
+    ctx = scope.flow
+    ctx.check()
+    step_name = f"signal:{name}"
+    record = replay.recorded(ctx, key, "signal", step_name)
+    deadline = None
+    if record is not None:
+        if record.state == "completed":
+            ctx.steps_replayed += 1
+            return _payload(pydantic_core.from_json(record.result or "null"), type_, name)
+        if record.state == "failed" and record.error is not None:
+            ctx.steps_replayed += 1
+            raise _rebuild(record.error, name)
+        deadline = record.fire_at
+    now = utcnow()
+    if deadline is None and timeout is not None:
+        deadline = now + timedelta(seconds=max(timeout, 0.0))
+    async with ctx.signal_lock:
+        signal = await ctx.store.next_signal(ctx.flow_id, name)
+        if signal is not None:
+            return await _consume(ctx, key, step_name, signal.payload, signal.seq, type_, name)
+    if deadline is not None and deadline <= utcnow():
+        error = SignalTimeout(f"no signal {name!r} arrived before {deadline.isoformat()}", signal=name)
+        await ctx.save(_record(ctx, key, step_name, "failed", error=codec.error_from_exception(error)))
+        raise error
+    if deadline is not None and record is None:
+        await ctx.save(_record(ctx, key, step_name, "waiting", fire_at=deadline))
+    raise ctx.suspend(SuspendReason("signal", name, deadline))
+
+
+async def _consume(
+    ctx: FlowContext, key: str, step_name: str, payload: str, seq: int, type_: object, name: str
+) -> Any:
+    value = pydantic_core.from_json(payload)
+    try:
+        result = codec.validate(value, type_)
+    except ValidationError as exc:
+        error = SignalPayloadError(
+            f"signal {name!r} payload does not match {_type_name(type_)}: {exc}", signal=name
+        )
+        failed = _record(ctx, key, step_name, "failed", error=codec.error_from_exception(error))
+        await ctx.save(failed, consumes=seq)
+        raise error from None
+    await ctx.save(_record(ctx, key, step_name, "completed", result=payload), consumes=seq)
+    ctx.steps_run += 1
+    return result
+
+
+def _payload(value: object, type_: object, name: str) -> Any:
+    try:
+        return codec.validate(value, type_)
+    except ValidationError as exc:
+        raise SignalPayloadError(
+            f"recorded signal {name!r} payload no longer matches {_type_name(type_)}: {exc}",
+            signal=name,
+        ) from None
+
+
+def _rebuild(error: FlowError, name: str) -> Exception:
+    if error.type == "SignalTimeout":
+        return SignalTimeout(error.message, signal=name)
+    return SignalPayloadError(error.message, signal=name)
+
+
+def _record(
+    ctx: FlowContext,
+    key: str,
+    step_name: str,
+    state: str,
+    *,
+    result: str | None = None,
+    error: FlowError | None = None,
+    fire_at: Any = None,
+) -> StepRecord:
+    now = utcnow()
+    return StepRecord(
+        key=key,
+        name=step_name,
+        state="completed" if state == "completed" else "failed" if state == "failed" else "waiting",
+        kind="signal",
+        result=result,
+        error=error,
+        started_at=now,
+        completed_at=None if state == "waiting" else now,
+        fire_at=fire_at,
+        flow_attempt=ctx.attempt,
+    )
+
+
+def _type_name(type_: object) -> str:
+    return getattr(type_, "__qualname__", None) or repr(type_)

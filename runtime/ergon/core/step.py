@@ -1,0 +1,275 @@
+"""`@ergon.step`: checkpointed operations, their retries, timeouts and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from ergon.core import codec, replay
+from ergon.core.branches import operation
+from ergon.core.context import FlowContext, Scope, StepInfo, current_scope, enter, leave
+from ergon.core.errors import FlowContextError, FlowDefinitionError
+from ergon.core.flow import Flow
+from ergon.core.records import StepRecord, utcnow
+from ergon.core.retry import RetryPolicy, is_retryable, seconds
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class StepOptions:
+    """A step's declaration: its function, name and policies."""
+
+    fn: Callable[..., Any]
+    name: str
+    retry: RetryPolicy
+    timeout: float | None
+    cache_errors: bool
+    is_async: bool
+    _return_type: object = field(default=None)
+    _resolved: bool = False
+
+    def return_type(self) -> object:
+        """The declared return type, resolved on first use (forward references allowed)."""
+        if not self._resolved:
+            try:
+                self._return_type = typing.get_type_hints(self.fn).get("return", Any)
+            except Exception:
+                self._return_type = Any
+            self._resolved = True
+        return self._return_type
+
+
+class StepDecorator(Protocol):
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def step(  # type: ignore[overload-overlap]
+    fn: Callable[P, Coroutine[Any, Any, R]], /
+) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+    cache_errors: bool = True,
+) -> StepDecorator: ...
+
+
+def step(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+    cache_errors: bool = True,
+) -> Any:
+    """Make a method a checkpointed step.
+
+    Its result (and, with `cache_errors`, its final error) is recorded before the flow goes on;
+    later executions return the record instead of running it again. `retry` defaults to
+    `RetryPolicy.NONE`; `timeout` bounds each attempt. Sync functions run in a worker thread.
+    """
+    if fn is not None and not callable(fn):
+        raise FlowDefinitionError("@ergon.step takes keyword arguments only: @ergon.step(name=...)")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise FlowDefinitionError(f"@ergon.step(retry=...) needs a RetryPolicy, got {retry!r}")
+    limit = seconds(timeout) if timeout is not None else None
+    if limit is not None and limit <= 0:
+        raise FlowDefinitionError(f"@ergon.step(timeout=...) must be positive, got {timeout!r}")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+            raise FlowDefinitionError(f"@ergon.step cannot decorate generator {func.__qualname__}")
+        options = StepOptions(
+            fn=func,
+            name=name or func.__name__,
+            retry=retry or RetryPolicy.NONE,
+            timeout=limit,
+            cache_errors=cache_errors,
+            is_async=inspect.iscoroutinefunction(func),
+        )
+
+        @functools.wraps(func)
+        def call(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+            scope = current_scope()
+            if scope is None:
+                raise FlowContextError(
+                    f"step {func.__qualname__} was called outside a running flow. Steps run "
+                    "inside the @ergon.flow method of a Flow executed by ergon.Executor, "
+                    "ergon.run or a Worker."
+                )
+            if scope.step is not None:
+                return _run_plain(options, args, kwargs)
+            return run_step(scope, scope.sequence.next_key(), options, args, kwargs)
+
+        call.__ergon_step__ = options  # type: ignore[attr-defined]
+        return call
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def step_options(fn: object) -> StepOptions | None:
+    """The options of a step function or bound step method, else None."""
+    target = getattr(fn, "__func__", fn)
+    options = getattr(target, "__ergon_step__", None)
+    return options if isinstance(options, StepOptions) else None
+
+
+async def _run_plain(options: StepOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A step called from inside another step runs as a plain call, not as a checkpoint."""
+    if options.is_async:
+        return await options.fn(*args, **kwargs)
+    return options.fn(*args, **kwargs)
+
+
+@operation
+async def run_step(
+    scope: Scope,
+    key: str,
+    options: StepOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Replay the step recorded at `key`, or run it (with retries) and checkpoint its outcome."""
+    ctx = scope.flow
+    ctx.check()
+    digest = codec.args_hash(
+        _call_args(args), kwargs, what=f"argument of step {options.name!r}"
+    )
+    record = replay.recorded(ctx, key, "step", options.name)
+    attempt, resume_at = 1, None
+    if record is not None:
+        replay.check_arguments(ctx, record, digest)
+        if record.state == "completed":
+            ctx.steps_replayed += 1
+            return codec.load(record.result or "null", options.return_type())
+        if record.state == "failed" and record.error is not None:
+            if not (record.error.retryable and record.flow_attempt < ctx.attempt):
+                ctx.steps_replayed += 1
+                raise codec.rebuild_exception(record.error)
+        elif record.state == "retrying":
+            attempt, resume_at = record.attempts + 1, record.fire_at
+    ctx.active += 1
+    try:
+        return await _run_live(ctx, scope, key, options, args, kwargs, attempt, resume_at, digest)
+    finally:
+        ctx.active -= 1
+
+
+async def _run_live(
+    ctx: FlowContext,
+    scope: Scope,
+    key: str,
+    options: StepOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    attempt: int,
+    resume_at: datetime | None,
+    digest: str,
+) -> Any:
+    """Run attempts until one succeeds or the policy gives up; checkpoint what happened."""
+    while True:
+        if resume_at is not None:
+            await _sleep_until(resume_at)
+            ctx.check()
+        started = utcnow()
+        try:
+            value = await _attempt(ctx, scope, key, options, attempt, args, kwargs)
+        except Exception as exc:
+            error = codec.error_from_exception(exc)
+            if is_retryable(exc) and options.retry.allows_another(attempt):
+                resume_at = utcnow() + timedelta(seconds=options.retry.delay_after(attempt))
+                await ctx.save(
+                    StepRecord(
+                        key, options.name, "retrying", "step", attempt, None, error, started,
+                        None, resume_at, ctx.attempt, digest,
+                    )
+                )
+                attempt += 1
+                continue
+            if options.cache_errors:
+                await ctx.save(
+                    StepRecord(
+                        key, options.name, "failed", "step", attempt, None, error, started,
+                        utcnow(), None, ctx.attempt, digest,
+                    )
+                )
+            raise
+        text = codec.dump(value, what=f"step {options.name!r} returned a value")
+        await ctx.save(
+            StepRecord(
+                key, options.name, "completed", "step", attempt, text, None, started, utcnow(),
+                None, ctx.attempt, digest,
+            )
+        )
+        ctx.steps_run += 1
+        return codec.load(text, options.return_type())
+
+
+async def _attempt(
+    ctx: FlowContext,
+    scope: Scope,
+    key: str,
+    options: StepOptions,
+    attempt: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    info = StepInfo(
+        flow_id=ctx.flow_id,
+        name=options.name,
+        position=int(key.rpartition(".")[2]),
+        key=key,
+        attempt=attempt,
+        idempotency_key=f"{ctx.flow_id}:{key}",
+    )
+    token = enter(Scope(ctx, scope.sequence, info))
+    try:
+        if options.is_async:
+            body = options.fn(*args, **kwargs)
+        else:
+            body = asyncio.to_thread(options.fn, *args, **kwargs)
+        if options.timeout is None:
+            return await body
+        try:
+            async with asyncio.timeout(options.timeout):
+                return await body
+        except TimeoutError:
+            raise TimeoutError(
+                f"step {options.name!r} timed out after {options.timeout:g} s (attempt {attempt})"
+            ) from None
+    finally:
+        leave(token)
+
+
+def _call_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return args[1:] if args and isinstance(args[0], Flow) else args
+
+
+async def _sleep_until(when: datetime) -> None:
+    delay = (when - utcnow()).total_seconds()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -1,0 +1,202 @@
+"""The one protocol every store implements, and the notification helper they share.
+
+The core talks to storage only through `Store`. Each method is one logical transaction; the
+docstrings state the guarantees the conformance suite (tests/stores) checks on every backend.
+Times are timezone-aware UTC datetimes; payloads are JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from ergon.core.records import (
+    FlowEnd,
+    FlowState,
+    FlowStatus,
+    Lease,
+    NewFlow,
+    OpenedFlow,
+    SignalRecord,
+    StepRecord,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Flows a worker just claimed (each with a fresh lease), and when to look again."""
+
+    flows: list[tuple[FlowStatus, Lease]]
+    next_wake_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """The outcome of renewing a worker's leases."""
+
+    lost: set[str] = field(default_factory=set)
+    cancel_requested: set[str] = field(default_factory=set)
+
+
+class Notifier:
+    """A change counter with waiters: stores bump it when another party's writes may matter.
+
+    A waiter first reads `mark()`, then checks the store, then `wait(mark, timeout)`: a change
+    that lands between the check and the wait is not missed, because the counter moved.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def mark(self) -> int:
+        return self._count
+
+    def notify(self) -> None:
+        self._count += 1
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+
+    async def wait(self, since: int, timeout: float) -> None:
+        if self._count != since or timeout <= 0:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable storage for flows, their step checkpoints and their signals."""
+
+    async def open_flow(self, new: NewFlow, *, owner: str) -> OpenedFlow:
+        """Start or resume executing a flow outside a worker, in one transaction.
+
+        A missing flow is created `running`. An existing flow that has not ended is taken over:
+        its epoch is incremented (fencing out any earlier executor), it becomes `running`, owned
+        by `owner`, with no lease expiry. A flow that ended is returned unchanged with
+        `lease=None`. The flow's recorded steps come back in the same call.
+        Raises `FlowInputError` when `new.flow` differs from the recorded flow name.
+        """
+        ...
+
+    async def resume_flow(self, lease: Lease) -> OpenedFlow:
+        """The flow and its recorded steps for an executor that claimed it (`claim_flows`)."""
+        ...
+
+    async def create_flow(self, new: NewFlow) -> tuple[FlowStatus, bool]:
+        """Record a flow if its id is new; returns the flow and whether it was created."""
+        ...
+
+    async def get_flow(self, flow_id: str) -> FlowStatus | None: ...
+
+    async def list_flows(
+        self,
+        *,
+        state: FlowState | None = None,
+        flow: str | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+    ) -> list[FlowStatus]:
+        """Flows, newest first, filtered by state, flow name or parent."""
+        ...
+
+    async def load_steps(self, flow_id: str) -> list[StepRecord]:
+        """All recorded steps of a flow, in one read."""
+        ...
+
+    async def save_step(
+        self,
+        flow_id: str,
+        step: StepRecord,
+        *,
+        epoch: int | None,
+        consumes: int | None = None,
+    ) -> None:
+        """Checkpoint one step (insert or replace at its key), atomically.
+
+        With `epoch`, the write happens only if the flow's epoch still equals it (else
+        `FencedError`) and no cancellation was requested (else `CancelRequestedError`).
+        `consumes` marks that signal (by `seq`) consumed in the same transaction, so a signal is
+        acknowledged exactly when the checkpoint recording it is written.
+        """
+        ...
+
+    async def finish_flow(self, flow_id: str, end: FlowEnd, *, epoch: int | None) -> FlowStatus:
+        """End an execution: record the flow's new state and release its lease.
+
+        Fenced like `save_step`. A suspension becomes `pending` if the flow's event counter moved
+        past `end.seen_events`. When a flow with a parent ends (completed, failed, cancelled), the
+        parent's event counter moves and a suspended parent becomes `pending`, in the same
+        transaction.
+        """
+        ...
+
+    async def send_signal(
+        self, flow_id: str, name: str, payload: str, signal_id: str | None = None
+    ) -> bool:
+        """Queue a signal; False if `signal_id` was already delivered to this flow.
+
+        Moves the flow's event counter; a suspended flow becomes `pending`.
+        """
+        ...
+
+    async def next_signal(self, flow_id: str, name: str) -> SignalRecord | None:
+        """The oldest unconsumed signal for (flow, name)."""
+        ...
+
+    async def request_cancel(self, flow_id: str) -> FlowStatus | None:
+        """Cancel a flow: pending or suspended flows (and running ones whose lease expired) end
+        `cancelled` at once; running ones get `cancel_requested` and stop at their next step.
+        """
+        ...
+
+    async def claim_flows(
+        self, *, owner: str, version: str | None, lease_seconds: float, limit: int
+    ) -> Claimed:
+        """Claim up to `limit` runnable flows for a worker, each with a new epoch and a lease.
+
+        Runnable: pending; suspended with `wake_at` due; running with an expired lease. A worker
+        with a version claims flows of that version and unversioned ones; an unversioned worker
+        only unversioned ones. `next_wake_at` is the earliest time another flow becomes runnable
+        by time alone (a timer, a retry, a lease running out).
+        """
+        ...
+
+    async def renew_leases(
+        self, *, owner: str, leases: Sequence[Lease], lease_seconds: float
+    ) -> Renewal:
+        """Extend leases still held; report the ones lost and those asked to cancel."""
+        ...
+
+    async def notifier(self) -> Notifier:
+        """The notifier other parties' state changes reach (starts listening on first use)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -1,0 +1,1 @@
+"""Storage adapters: each implements `ergon.core.store.Store` and passes the conformance suite."""
