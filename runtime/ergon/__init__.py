@@ -48,6 +48,8 @@ from ergon.core.signals import wait_for_signal
 from ergon.core.step import step
 from ergon.core.store import Store
 from ergon.core.timers import sleep
+from ergon.distributed.client import Client
+from ergon.distributed.runner import run
 from ergon.storage.memory import MemoryStore
 from ergon.storage.sqlite import SqliteStore
 from ergon.storage.urls import open_store
@@ -57,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Cancelled",
     "ChildFlowError",
+    "Client",
     "Completed",
     "Dag",
     "ErgonError",
@@ -97,6 +100,7 @@ __all__ = [
     "flow",
     "load_flow",
     "open_store",
+    "run",
     "sleep",
     "step",
     "wait_for_signal",

@@ -1,0 +1,1 @@
+"""Running flows as a system: the client, scheduler, workers and the script runner."""

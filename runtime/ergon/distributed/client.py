@@ -1,0 +1,114 @@
+"""`ergon.Client`: manage flows in a store — schedule, signal, inspect, wait, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from ergon.core import codec
+from ergon.core.children import outcome_of
+from ergon.core.errors import FlowNotFoundError
+from ergon.core.flow import Flow, entry_point
+from ergon.core.outcomes import Outcome
+from ergon.core.records import FLOW_STATES, FlowState, FlowStatus, NewFlow, StepRecord
+from ergon.core.store import Store
+
+POLL_SECONDS = 1.0
+
+
+class Client:
+    """Manages flows in `store`; safe to create many, cheap to create."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def schedule(
+        self, flow: Flow, flow_id: str | uuid.UUID | None = None, version: str | None = None
+    ) -> str:
+        """Queue `flow` for workers; returns its id. Idempotent on `flow_id`."""
+        if not isinstance(flow, Flow):
+            raise TypeError(f"schedule() needs an ergon.Flow instance, got {type(flow).__qualname__}")
+        entry_point(type(flow))
+        new = NewFlow(
+            id=str(flow_id) if flow_id is not None else str(uuid.uuid4()),
+            flow=type(flow).flow_name(),
+            input=flow.model_dump_json(),
+            state="pending",
+            version=version,
+        )
+        status, _ = await self.store.create_flow(new)
+        return status.id
+
+    async def signal(
+        self,
+        flow_id: str | uuid.UUID,
+        name: str,
+        payload: Any = None,
+        signal_id: str | None = None,
+    ) -> bool:
+        """Send signal `name` to a flow; False if `signal_id` was already delivered.
+
+        Signals queue per flow and name, in arrival order; one sent before the flow waits (or
+        before the flow exists) is kept until a wait consumes it.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("a signal needs a non-empty name")
+        text = codec.dump(payload, what=f"signal {name!r} payload")
+        return await self.store.send_signal(str(flow_id), name, text, signal_id)
+
+    async def status(self, flow_id: str | uuid.UUID) -> FlowStatus:
+        """The flow's recorded state; `ergon.FlowNotFoundError` if there is none."""
+        status = await self.store.get_flow(str(flow_id))
+        if status is None:
+            raise FlowNotFoundError(f"no flow with id {str(flow_id)!r} in {self.store!r}")
+        return status
+
+    async def wait(self, flow_id: str | uuid.UUID, timeout: float | None = None) -> Outcome:
+        """Wait until the flow completes, fails or is cancelled; returns that outcome.
+
+        Raises `TimeoutError` after `timeout` seconds.
+        """
+        notifier = await self.store.notifier()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            mark = notifier.mark()
+            status = await self.status(flow_id)
+            if status.is_terminal:
+                return outcome_of(status)
+            remaining = POLL_SECONDS
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"flow {status.id} is still {status.state} after {timeout:g} s"
+                    )
+                remaining = min(remaining, left)
+            await notifier.wait(mark, remaining)
+
+    async def cancel(self, flow_id: str | uuid.UUID) -> FlowStatus:
+        """Cancel a flow and its unfinished children.
+
+        A pending or suspended flow is cancelled at once; a running one stops at its next step
+        boundary (its state becomes `cancelled` then).
+        """
+        status = await self.store.request_cancel(str(flow_id))
+        if status is None:
+            raise FlowNotFoundError(f"no flow with id {str(flow_id)!r} in {self.store!r}")
+        children = await self.store.list_flows(parent_id=status.id, limit=10_000)
+        await asyncio.gather(*(self.cancel(c.id) for c in children if not c.is_terminal))
+        return status
+
+    async def list(
+        self, state: FlowState | None = None, flow: str | None = None, limit: int = 100
+    ) -> list[FlowStatus]:
+        """Flows, newest first, optionally only those in `state` or of flow name `flow`."""
+        if state is not None and state not in FLOW_STATES:
+            raise ValueError(f"unknown flow state {state!r}; use one of {', '.join(FLOW_STATES)}")
+        return await self.store.list_flows(state=state, flow=flow, limit=limit)
+
+    async def steps(self, flow_id: str | uuid.UUID) -> list[StepRecord]:
+        """The flow's recorded steps in position order."""
+        await self.status(flow_id)
+        return await self.store.load_steps(str(flow_id))
