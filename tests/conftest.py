@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import ergon
 import pytest
 
-import ergon
 from tests.support.backends import BACKENDS, open_backend
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
 import ergon
+import pytest
 
 CALLS: Counter[str] = Counter()
 
@@ -91,7 +90,7 @@ async def test_replay_does_not_rerun_child_steps(store: ergon.Store) -> None:
     assert await ergon.Executor("p2", Parent(items=["a", "b"]), store).execute() == ergon.Completed(
         ["label-a", "label-b"]
     )
-    assert CALLS == Counter(done=1)
+    assert Counter(done=1) == CALLS
 
 
 class Waiter(ergon.Flow):
@@ -119,4 +118,6 @@ async def test_suspended_child_suspends_the_parent_and_resumes_with_it(store: er
 def _new(flow_id: str):  # type: ignore[no-untyped-def]
     from ergon.core.records import NewFlow
 
-    return NewFlow(id=flow_id, flow=Parent.flow_name(), input=Parent(items=["a", "b"]).model_dump_json())
+    return NewFlow(
+        id=flow_id, flow=Parent.flow_name(), input=Parent(items=["a", "b"]).model_dump_json()
+    )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 import ergon
+import pytest
 
 
 class V1(ergon.Flow, name="orders.Checkout"):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import ergon
 import pydantic
 import pytest
-
-import ergon
 
 
 class Plain(ergon.Flow):
@@ -59,7 +58,7 @@ async def test_missing_entry_point_is_a_clear_error(store: ergon.Store) -> None:
     class Nothing(ergon.Flow):
         pass
 
-    with pytest.raises(ergon.FlowDefinitionError, match="has no @ergon.flow method"):
+    with pytest.raises(ergon.FlowDefinitionError, match=r"has no @ergon\.flow method"):
         ergon.Executor("n", Nothing(), store)
 
 
@@ -96,7 +95,7 @@ def test_load_flow_by_path() -> None:
         ergon.load_flow("not_a_module_anywhere:Flow")
     with pytest.raises(ergon.FlowLoadError, match="has no attribute"):
         ergon.load_flow(f"{__name__}:Missing")
-    with pytest.raises(ergon.FlowLoadError, match="not an ergon.Flow"):
+    with pytest.raises(ergon.FlowLoadError, match=r"not an ergon\.Flow"):
         ergon.load_flow("pytest:fixture")
 
 

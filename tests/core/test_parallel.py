@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import pytest
-
 import ergon
+import pytest
 from ergon.core.records import FlowEnd, NewFlow
 
 CALLS: Counter[str] = Counter()
@@ -89,7 +88,8 @@ async def test_branches_replay_after_a_crash_in_the_middle_of_a_wave(store: ergo
     # Keep only what had finished when the "crash" happened: both fetches and the fast save.
     kept = [s for s in await store.load_steps("c") if s.key != "0.1"]
     opened = await store.open_flow(
-        NewFlow("c2", Chains.flow_name(), Chains(items=["slow", "fast"]).model_dump_json()), owner="t"
+        NewFlow("c2", Chains.flow_name(), Chains(items=["slow", "fast"]).model_dump_json()),
+        owner="t",
     )
     assert opened.lease is not None
     for record in kept:
@@ -98,7 +98,7 @@ async def test_branches_replay_after_a_crash_in_the_middle_of_a_wave(store: ergo
     CALLS.clear()
     outcome = await ergon.Executor("c2", Chains(items=["slow", "fast"]), store).execute()
     assert outcome == ergon.Completed(["saved SLOW", "saved FAST"])
-    assert CALLS == Counter({"save:SLOW": 1})
+    assert Counter({"save:SLOW": 1}) == CALLS
 
 
 class Mixed(ergon.Flow):
@@ -129,9 +129,7 @@ async def test_a_branch_suspending_lets_the_other_branch_checkpoint(store: ergon
 class TwoWaits(ergon.Flow):
     @ergon.flow
     async def run(self) -> list[object]:
-        return list(
-            await asyncio.gather(ergon.wait_for_signal("a"), ergon.wait_for_signal("b"))
-        )
+        return list(await asyncio.gather(ergon.wait_for_signal("a"), ergon.wait_for_signal("b")))
 
 
 async def test_parallel_waits_do_not_race_each_others_suspension(store: ergon.Store) -> None:
@@ -197,7 +195,9 @@ async def test_dag_without_limit_runs_all_independent_nodes_at_once(store: ergon
 async def test_dag_replays_completed_nodes_after_a_crash(store: ergon.Store) -> None:
     await ergon.Executor("d", Graph(limit=3), store).execute()
     kept = [s for s in await store.load_steps("d") if s.name == "fetch" and s.key != "1"]
-    opened = await store.open_flow(NewFlow("d2", Graph.flow_name(), Graph(limit=3).model_dump_json()), owner="t")
+    opened = await store.open_flow(
+        NewFlow("d2", Graph.flow_name(), Graph(limit=3).model_dump_json()), owner="t"
+    )
     assert opened.lease is not None
     for record in kept:
         await store.save_step("d2", record, epoch=opened.lease.epoch)
@@ -206,7 +206,7 @@ async def test_dag_replays_completed_nodes_after_a_crash(store: ergon.Store) -> 
     assert await ergon.Executor("d2", Graph(limit=3), store).execute() == ergon.Completed(
         "user+orders+prefs"
     )
-    assert CALLS == Counter({"fetch:orders": 1, "merge": 1})
+    assert Counter({"fetch:orders": 1, "merge": 1}) == CALLS
 
 
 class BrokenGraph(ergon.Flow):

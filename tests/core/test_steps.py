@@ -9,10 +9,9 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import ergon
 import pydantic
 import pytest
-
-import ergon
 
 CALLS: Counter[str] = Counter()
 FAIL_PLAN: dict[str, int] = {}
@@ -93,7 +92,7 @@ async def test_reexecuting_a_completed_flow_runs_nothing(store: ergon.Store) -> 
     await ergon.Executor("o-1", Order(order_id="A1"), store).execute()
     again = await ergon.Executor("o-1", Order(order_id="A1"), store).execute()
     assert again == ergon.Completed("A1:0.0:4")
-    assert CALLS == Counter(charge=1, pack=1)
+    assert Counter(charge=1, pack=1) == CALLS
 
 
 async def test_resume_replays_completed_steps_with_their_types(store: ergon.Store) -> None:
@@ -101,7 +100,7 @@ async def test_resume_replays_completed_steps_with_their_types(store: ergon.Stor
     first = await ergon.Executor("o-1", Order(order_id="A1"), store).execute()
     assert isinstance(first, ergon.Failed)
     assert first.error.type == "Flaky"
-    assert CALLS == Counter(charge=1, pack=3)
+    assert Counter(charge=1, pack=3) == CALLS
 
 
 async def test_failed_flow_returns_recorded_failure_without_running(store: ergon.Store) -> None:
@@ -112,7 +111,7 @@ async def test_failed_flow_returns_recorded_failure_without_running(store: ergon
     )
     second = await ergon.Executor("o-1", Order(order_id="A1"), store).execute()
     assert second == first
-    assert CALLS == Counter(charge=1)
+    assert Counter(charge=1) == CALLS
 
 
 async def test_retry_then_success_counts_attempts(store: ergon.Store) -> None:
@@ -202,9 +201,7 @@ async def test_recorded_failure_replays_as_step_error_when_class_cannot_be_rebui
     assert live == ergon.Completed("live")
     # A new execution of a fresh id that replays the same history: copy the record over.
     (record,) = await store.load_steps("r")
-    opened = await store.open_flow(
-        _new("r2", Replayer.flow_name()), owner="test"
-    )
+    opened = await store.open_flow(_new("r2", Replayer.flow_name()), owner="test")
     assert opened.lease is not None
     await store.save_step("r2", record, epoch=opened.lease.epoch)
     await store.finish_flow("r2", _suspended(), epoch=opened.lease.epoch)
@@ -291,7 +288,7 @@ async def test_idempotency_key_is_stable_across_retries_and_unique_per_position(
 
 
 def test_current_step_outside_a_step_is_a_clear_error() -> None:
-    with pytest.raises(ergon.FlowContextError, match="inside an @ergon.step"):
+    with pytest.raises(ergon.FlowContextError, match=r"inside an @ergon\.step"):
         ergon.current_step()
 
 
@@ -324,7 +321,11 @@ class Values(ergon.Flow):
 async def test_results_round_trip_through_json_with_declared_types(store: ergon.Store) -> None:
     outcome = await ergon.Executor("v", Values(), store).execute()
     assert outcome == ergon.Completed(
-        {"when": "2026-05-17T12:00:00+00:00", "uuid": str(uuid.UUID(int=7)), "raw": {"a": [1, 2.5, None, True]}}
+        {
+            "when": "2026-05-17T12:00:00+00:00",
+            "uuid": str(uuid.UUID(int=7)),
+            "raw": {"a": [1, 2.5, None, True]},
+        }
     )
 
 

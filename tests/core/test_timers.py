@@ -6,9 +6,8 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
-import pytest
-
 import ergon
+import pytest
 
 CALLS: Counter[str] = Counter()
 
@@ -49,7 +48,7 @@ async def test_sleep_suspends_and_records_fire_at_once(store: ergon.Store) -> No
     await asyncio.sleep((first.reason.fire_at - ergon_now()).total_seconds() + 0.01)
     done = await ergon.Executor("t", Settlement(seconds=0.3), store).execute()
     assert done == ergon.Completed("settled")
-    assert CALLS == Counter(before=1, after=1)
+    assert Counter(before=1, after=1) == CALLS
     sleep = (await store.load_steps("t"))[1]
     assert (sleep.kind, sleep.state, sleep.fire_at) == ("sleep", "completed", first.reason.fire_at)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import pytest
-
 import ergon
+import pytest
 from ergon.core.errors import CancelRequestedError, FencedError
 from ergon.core.records import FlowEnd, Lease, NewFlow, StepRecord, utcnow
 from ergon.core.store import Store
@@ -255,7 +254,9 @@ async def test_claims_take_runnable_flows_with_a_new_epoch_and_lease(store: Stor
         assert lease.epoch == flow.epoch == 1 and lease.expires_at is not None
     rest = await store.claim_flows(owner="w2", version=None, lease_seconds=30, limit=5)
     assert [f.id for f, _ in rest.flows] == ["c2"]
-    assert (await store.claim_flows(owner="w3", version=None, lease_seconds=30, limit=5)).flows == []
+    assert (
+        await store.claim_flows(owner="w3", version=None, lease_seconds=30, limit=5)
+    ).flows == []
 
 
 async def test_claims_route_versions(store: Store) -> None:
@@ -288,8 +289,12 @@ async def test_claims_take_due_timers_and_report_the_next_one(store: Store) -> N
 
 async def test_expired_leases_are_claimed_again_and_the_old_holder_is_fenced(store: Store) -> None:
     await store.create_flow(new("l"))
-    ((_, old),) = (await store.claim_flows(owner="w1", version=None, lease_seconds=0.1, limit=1)).flows
-    assert (await store.claim_flows(owner="w2", version=None, lease_seconds=30, limit=1)).flows == []
+    ((_, old),) = (
+        await store.claim_flows(owner="w1", version=None, lease_seconds=0.1, limit=1)
+    ).flows
+    assert (
+        await store.claim_flows(owner="w2", version=None, lease_seconds=30, limit=1)
+    ).flows == []
     await asyncio.sleep(0.15)
     ((flow, new_lease),) = (
         await store.claim_flows(owner="w2", version=None, lease_seconds=30, limit=1)
@@ -325,7 +330,9 @@ async def test_renewals_extend_leases_and_report_cancellation(store: Store) -> N
 
 async def test_resume_flow_with_a_current_lease(store: Store) -> None:
     await store.create_flow(new("z"))
-    ((_, lease),) = (await store.claim_flows(owner="w", version=None, lease_seconds=30, limit=1)).flows
+    ((_, lease),) = (
+        await store.claim_flows(owner="w", version=None, lease_seconds=30, limit=1)
+    ).flows
     resumed = await store.resume_flow(lease)
     assert resumed.lease == lease and resumed.flow.id == "z"
     with pytest.raises(FencedError):

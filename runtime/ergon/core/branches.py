@@ -26,7 +26,9 @@ _operation_codes: set[CodeType] = set()
 TaskFactory = Callable[..., "asyncio.Task[Any]"]
 
 
-def operation(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+def operation(
+    fn: Callable[..., Coroutine[Any, Any, Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     """Mark a coroutine function as a durable operation that already carries its own key.
 
     Tasks wrapping such a coroutine (gather over step calls) do not take a position of their own.

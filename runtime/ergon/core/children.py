@@ -93,7 +93,9 @@ async def _record_outcome(
             raise _child_error(child_id, error)
         case _:
             if record is None:
-                await ctx.save(_record(ctx, key, name, "waiting", result=codec.dump(child_id, what="")))
+                await ctx.save(
+                    _record(ctx, key, name, "waiting", result=codec.dump(child_id, what=""))
+                )
             fire_at = outcome.reason.fire_at
             raise ctx.suspend(SuspendReason("child", child_id, fire_at))
 

@@ -13,7 +13,7 @@ import hashlib
 import importlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pydantic_core
 from pydantic import TypeAdapter
@@ -30,11 +30,11 @@ def _adapter(type_: object) -> TypeAdapter[Any]:
     try:
         return _adapters[type_]
     except KeyError:
-        adapter: TypeAdapter[Any] = TypeAdapter(type_)
+        adapter: TypeAdapter[Any] = TypeAdapter(cast(Any, type_))
         _adapters[type_] = adapter
         return adapter
     except TypeError:  # unhashable annotation
-        return TypeAdapter(type_)
+        return TypeAdapter(cast(Any, type_))
 
 
 def dump(value: object, *, what: str) -> str:
@@ -79,7 +79,9 @@ def _hashable(value: object) -> bool:
 
 def _type_name(value: object) -> str:
     cls = type(value)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 # --- errors --------------------------------------------------------------------------------

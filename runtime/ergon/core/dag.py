@@ -155,10 +155,10 @@ class _DagContext:
 def dag(limit: int | None = None) -> _DagContext:
     """Build a graph of steps; independent nodes run in parallel, at most `limit` at a time.
 
-        async with ergon.dag(limit=4) as g:
-            user = g.add(self.fetch_user)
-            orders = g.add(self.fetch_orders)
-            summary = g.add(self.merge, user, orders)
-        return summary.result()
+    async with ergon.dag(limit=4) as g:
+        user = g.add(self.fetch_user)
+        orders = g.add(self.fetch_orders)
+        summary = g.add(self.merge, user, orders)
+    return summary.result()
     """
     return _DagContext(limit)

@@ -106,7 +106,7 @@ class SignalPayloadError(ErgonError):
         self.signal = signal
 
 
-class SignalTimeout(ErgonError, TimeoutError):  # noqa: N818 - the public name is fixed by the API
+class SignalTimeout(ErgonError, TimeoutError):
     """No signal arrived before the wait's durable timeout."""
 
     retryable = False
@@ -128,7 +128,7 @@ class ChildFlowError(ErgonError):
         return self.error.retryable
 
 
-class FlowFailed(ErgonError):  # noqa: N818 - the public name is fixed by the API
+class FlowFailed(ErgonError):
     """Raised by `ergon.run` when the flow ends in failure; `.error` says why."""
 
     def __init__(self, flow_id: str, error: FlowError) -> None:
@@ -145,11 +145,11 @@ class FlowCancelledError(ErgonError):
         self.flow_id = flow_id
 
 
-class LeaseLost(ErgonError):  # noqa: N818 - reads better at call sites than LeaseLostError
+class LeaseLost(ErgonError):
     """Another executor took this flow over; this one's writes are refused (fenced)."""
 
 
-class _Interrupt(BaseException):  # noqa: N818 - not an error, a control-flow signal
+class _Interrupt(BaseException):
     """Unwinds a flow body; never meant to be caught by user code."""
 
 

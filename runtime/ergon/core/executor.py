@@ -145,7 +145,9 @@ class Executor:
             return await self._end(ctx, end)
         if error is None:
             try:
-                text = codec.dump(value, what=f"flow {type(self.flow).flow_name()} returned a value")
+                text = codec.dump(
+                    value, what=f"flow {type(self.flow).flow_name()} returned a value"
+                )
             except TypeError as exc:
                 error = exc
             else:
@@ -155,11 +157,7 @@ class Executor:
 
     async def _fail(self, ctx: FlowContext, error: BaseException, options: FlowOptions) -> Outcome:
         recorded = codec.error_from_exception(error)
-        if (
-            self.flow_retries
-            and is_retryable(error)
-            and options.retry.allows_another(ctx.attempt)
-        ):
+        if self.flow_retries and is_retryable(error) and options.retry.allows_another(ctx.attempt):
             fire_at = utcnow() + timedelta(seconds=options.retry.delay_after(ctx.attempt))
             reason = SuspendReason("retry", None, fire_at)
             end = FlowEnd(

@@ -98,7 +98,9 @@ def flow(
 def flow(fn: Any = None, /, *, retry: RetryPolicy = RetryPolicy.NONE) -> Any:
     """Mark a Flow's async entry method. `retry` is the flow-level policy workers apply."""
     if fn is not None and not callable(fn):
-        raise FlowDefinitionError("@ergon.flow takes keyword arguments only: @ergon.flow(retry=...)")
+        raise FlowDefinitionError(
+            "@ergon.flow takes keyword arguments only: @ergon.flow(retry=...)"
+        )
     if not isinstance(retry, RetryPolicy):
         raise FlowDefinitionError(f"@ergon.flow(retry=...) needs a RetryPolicy, got {retry!r}")
 
@@ -127,7 +129,9 @@ def load_flow(path: str) -> type[Flow]:
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise FlowLoadError(f"cannot import module {module_name!r} for flow {path!r}: {exc}") from exc
+        raise FlowLoadError(
+            f"cannot import module {module_name!r} for flow {path!r}: {exc}"
+        ) from exc
     for attr in qualname.split("."):
         try:
             target = getattr(target, attr)

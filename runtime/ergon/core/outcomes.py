@@ -15,9 +15,9 @@ SuspendKind = Literal["signal", "timer", "child", "retry"]
 class SuspendReason:
     """Why a flow stopped without ending.
 
-    `kind` is `"signal"` (waiting for `name`), `"timer"` (until `fire_at`), `"child"` (waiting for the
-    child flow whose id is `name`) or `"retry"` (a flow-level retry is due at `fire_at`). A signal
-    wait with a timeout carries its deadline in `fire_at` as well.
+    `kind` is `"signal"` (waiting for `name`), `"timer"` (until `fire_at`), `"child"` (waiting for
+    the child flow whose id is `name`) or `"retry"` (a flow-level retry is due at `fire_at`). A
+    signal wait with a timeout carries its deadline in `fire_at` as well.
     """
 
     kind: SuspendKind

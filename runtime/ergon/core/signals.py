@@ -71,8 +71,12 @@ async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float
         if signal is not None:
             return await _consume(ctx, key, step_name, signal.payload, signal.seq, type_, name)
     if deadline is not None and deadline <= utcnow():
-        error = SignalTimeout(f"no signal {name!r} arrived before {deadline.isoformat()}", signal=name)
-        await ctx.save(_record(ctx, key, step_name, "failed", error=codec.error_from_exception(error)))
+        error = SignalTimeout(
+            f"no signal {name!r} arrived before {deadline.isoformat()}", signal=name
+        )
+        await ctx.save(
+            _record(ctx, key, step_name, "failed", error=codec.error_from_exception(error))
+        )
         raise error
     if deadline is not None and record is None:
         await ctx.save(_record(ctx, key, step_name, "waiting", fire_at=deadline))

@@ -49,7 +49,7 @@ class StepOptions:
 
 class StepDecorator(Protocol):
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, fn: Callable[P, Coroutine[Any, Any, R]], /
     ) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
@@ -58,7 +58,7 @@ class StepDecorator(Protocol):
 
 
 @overload
-def step(  # type: ignore[overload-overlap]
+def step(
     fn: Callable[P, Coroutine[Any, Any, R]], /
 ) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
@@ -156,9 +156,7 @@ async def run_step(
     """Replay the step recorded at `key`, or run it (with retries) and checkpoint its outcome."""
     ctx = scope.flow
     ctx.check()
-    digest = codec.args_hash(
-        _call_args(args), kwargs, what=f"argument of step {options.name!r}"
-    )
+    digest = codec.args_hash(_call_args(args), kwargs, what=f"argument of step {options.name!r}")
     record = replay.recorded(ctx, key, "step", options.name)
     attempt, resume_at = 1, None
     if record is not None:
@@ -204,8 +202,18 @@ async def _run_live(
                 resume_at = utcnow() + timedelta(seconds=options.retry.delay_after(attempt))
                 await ctx.save(
                     StepRecord(
-                        key, options.name, "retrying", "step", attempt, None, error, started,
-                        None, resume_at, ctx.attempt, digest,
+                        key,
+                        options.name,
+                        "retrying",
+                        "step",
+                        attempt,
+                        None,
+                        error,
+                        started,
+                        None,
+                        resume_at,
+                        ctx.attempt,
+                        digest,
                     )
                 )
                 attempt += 1
@@ -213,16 +221,36 @@ async def _run_live(
             if options.cache_errors:
                 await ctx.save(
                     StepRecord(
-                        key, options.name, "failed", "step", attempt, None, error, started,
-                        utcnow(), None, ctx.attempt, digest,
+                        key,
+                        options.name,
+                        "failed",
+                        "step",
+                        attempt,
+                        None,
+                        error,
+                        started,
+                        utcnow(),
+                        None,
+                        ctx.attempt,
+                        digest,
                     )
                 )
             raise
         text = codec.dump(value, what=f"step {options.name!r} returned a value")
         await ctx.save(
             StepRecord(
-                key, options.name, "completed", "step", attempt, text, None, started, utcnow(),
-                None, ctx.attempt, digest,
+                key,
+                options.name,
+                "completed",
+                "step",
+                attempt,
+                text,
+                None,
+                started,
+                utcnow(),
+                None,
+                ctx.attempt,
+                digest,
             )
         )
         ctx.steps_run += 1

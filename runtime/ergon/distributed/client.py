@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 import uuid
 from typing import Any
@@ -29,7 +30,9 @@ class Client:
     ) -> str:
         """Queue `flow` for workers; returns its id. Idempotent on `flow_id`."""
         if not isinstance(flow, Flow):
-            raise TypeError(f"schedule() needs an ergon.Flow instance, got {type(flow).__qualname__}")
+            raise TypeError(
+                f"schedule() needs an ergon.Flow instance, got {type(flow).__qualname__}"
+            )
         entry_point(type(flow))
         new = NewFlow(
             id=str(flow_id) if flow_id is not None else str(uuid.uuid4()),
@@ -108,7 +111,7 @@ class Client:
             raise ValueError(f"unknown flow state {state!r}; use one of {', '.join(FLOW_STATES)}")
         return await self.store.list_flows(state=state, flow=flow, limit=limit)
 
-    async def steps(self, flow_id: str | uuid.UUID) -> list[StepRecord]:
+    async def steps(self, flow_id: str | uuid.UUID) -> builtins.list[StepRecord]:
         """The flow's recorded steps in position order."""
         await self.status(flow_id)
         return await self.store.load_steps(str(flow_id))

@@ -82,7 +82,9 @@ class SqliteStore:
         busy_timeout: float = 30.0,
     ) -> None:
         if synchronous not in ("full", "normal", "extra"):
-            raise ValueError(f"synchronous must be 'full', 'normal' or 'extra', not {synchronous!r}")
+            raise ValueError(
+                f"synchronous must be 'full', 'normal' or 'extra', not {synchronous!r}"
+            )
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -204,7 +206,8 @@ class SqliteStore:
                 now = _ts(utcnow())
                 conn.execute(
                     "INSERT INTO flows (id, flow, input, state, version, parent_id, created_at, "
-                    "updated_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    "updated_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING",
                     (new.id, new.flow, new.input, new.version, new.parent_id, now, now),
                 )
                 flow = _flow(conn, new.id)
@@ -350,10 +353,7 @@ class SqliteStore:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = (
-            f"SELECT {_FLOW_COLUMNS} FROM flows {where} "
-            "ORDER BY created_at DESC, id DESC LIMIT ?"
-        )
+        sql = f"SELECT {_FLOW_COLUMNS} FROM flows {where} ORDER BY created_at DESC, id DESC LIMIT ?"
 
         def work(conn: sqlite3.Connection) -> list[FlowStatus]:
             return [_flow_row(row) for row in conn.execute(sql, (*params, limit))]
@@ -430,7 +430,9 @@ class SqliteStore:
     async def claim_flows(
         self, *, owner: str, version: str | None, lease_seconds: float, limit: int
     ) -> Claimed:
-        version_filter = "version IS NULL" if version is None else "(version IS NULL OR version = :v)"
+        version_filter = (
+            "version IS NULL" if version is None else "(version IS NULL OR version = :v)"
+        )
 
         def work(conn: sqlite3.Connection) -> Claimed:
             now = utcnow()
@@ -491,7 +493,7 @@ class SqliteStore:
 # --- helpers (run on the store's thread) ------------------------------------------------------
 
 
-class _write:  # noqa: N801 - used as a context manager, reads like a keyword
+class _write:
     """A write transaction holding SQLite's write lock from the start (no upgrade deadlocks)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

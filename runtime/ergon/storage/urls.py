@@ -60,7 +60,7 @@ def _sqlite(url: str, rest: str) -> SqliteStore:
 
 def _postgres(url: str) -> Store:
     try:
-        from ergon.storage.postgres import PostgresStore
+        from ergon.storage.postgres import PostgresStore  # type: ignore[import-not-found]
     except ImportError as exc:
         raise StoreUrlError(
             f"{url!r} needs the Postgres store: pip install 'ergon[postgres]' ({exc})"
@@ -71,8 +71,10 @@ def _postgres(url: str) -> Store:
 
 def _redis(url: str) -> Store:
     try:
-        from ergon.storage.redis import RedisStore
+        from ergon.storage.redis import RedisStore  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise StoreUrlError(f"{url!r} needs the Redis store: pip install 'ergon[redis]' ({exc})") from exc
+        raise StoreUrlError(
+            f"{url!r} needs the Redis store: pip install 'ergon[redis]' ({exc})"
+        ) from exc
     store: Any = RedisStore(url)
     return cast(Store, store)

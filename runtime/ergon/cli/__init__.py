@@ -1,0 +1,1 @@
+"""The `ergon` command line."""

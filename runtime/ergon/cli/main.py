@@ -1,0 +1,29 @@
+"""The `ergon` command: `demo`, `run`, `run-flow`, `worker`, `signal`, `flows`."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from ergon.cli import demo, running
+
+app = typer.Typer(
+    name="ergon",
+    help="Durable execution for Python: run flows that survive crashes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("demo")(demo.demo)
+app.command("run")(running.run)
+app.command("run-flow")(running.run_flow)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()
