@@ -66,7 +66,7 @@ def run(
     try:
         value = run_async(lambda: with_store(store_url(store), go))
     except FlowFailed as exc:
-        err.print(f"[bold red]failed:[/] {exc.error.type}: {exc.error.message}")
+        err.print(f"[bold red]failed:[/] {exc.error.type}: {exc.error.message}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
     except FlowCancelledError as exc:
         err.print(f"[yellow]{exc}[/]")

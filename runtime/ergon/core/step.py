@@ -58,9 +58,7 @@ class StepDecorator(Protocol):
 
 
 @overload
-def step(
-    fn: Callable[P, Coroutine[Any, Any, R]], /
-) -> Callable[P, Coroutine[Any, Any, R]]: ...
+def step(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 @overload

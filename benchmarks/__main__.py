@@ -1,0 +1,59 @@
+"""`python -m benchmarks`: run the benchmarks and write benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+from benchmarks import machine, steps
+
+HERE = Path(__file__).resolve().parent
+
+
+async def run(n: int, rounds: int) -> list[steps.StepResult]:
+    return [
+        await steps.sqlite(n, rounds, "full"),
+        await steps.sqlite(n, rounds, "normal"),
+        await steps.memory(n, rounds),
+    ]
+
+
+def render(results: list[steps.StepResult], n: int, rounds: int) -> str:
+    info = machine.describe()
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {info['cpu']}, "
+        f"Python {info['python']}, SQLite {info['sqlite']}, {info['os']}.",
+        "",
+        f"## Workload 1: one flow of {n} sequential trivial steps (median of {rounds} rounds)",
+        "",
+        "Per-step cost of Ergon beside the floor: the raw cost of one durable write per step at "
+        "the same durability setting, measured in the same run, rounds interleaved.",
+        "",
+        "| store | Ergon µs/step | floor µs/write | floor | Ergon / floor |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for r in results:
+        floor = f"{r.floor_us:.1f}" if r.floor_us else "-"
+        ratio = f"{r.ratio:.2f}x" if r.ratio else "-"
+        lines.append(f"| {r.store} | {r.ergon_us:.1f} | {floor} | {r.floor} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--steps", type=int, default=1000, help="steps in the sequential flow")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.steps, args.rounds))
+    text = render(results, args.steps, args.rounds)
+    args.output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Flows run in child processes by the process tests. Each step appends a line to a log file
+(named in the flow's input) before doing anything, so tests can count executions across
+processes; `ERGON_TEST_CRASH_AT=<step>` makes that step kill its process with os._exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import ergon
+
+
+def log(path: str, line: str) -> None:
+    with Path(path).open("a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def crash_if_asked(step: str) -> None:
+    if os.environ.get("ERGON_TEST_CRASH_AT") == step:
+        os._exit(137)
+
+
+class Pipeline(ergon.Flow):
+    log: str
+
+    @ergon.flow
+    async def run(self) -> str:
+        a = await self.a()
+        b = await self.b(a)
+        c = await self.c(b)
+        return await self.d(c)
+
+    @ergon.step
+    async def a(self) -> str:
+        log(self.log, "a")
+        return "a"
+
+    @ergon.step
+    async def b(self, prev: str) -> str:
+        log(self.log, "b")
+        return prev + "b"
+
+    @ergon.step
+    def c(self, prev: str) -> str:
+        log(self.log, "c")
+        crash_if_asked("c")
+        return prev + "c"
+
+    @ergon.step
+    async def d(self, prev: str) -> str:
+        log(self.log, "d")
+        return prev + "d"
+
+
+class Retrying(ergon.Flow):
+    log: str
+    fail_attempts: int = 2
+
+    @ergon.flow
+    async def run(self) -> int:
+        return await self.flaky()
+
+    @ergon.step(retry=ergon.RetryPolicy(5, 1.0, 1.0, 1.0))
+    async def flaky(self) -> int:
+        attempt = ergon.current_step().attempt
+        log(self.log, f"attempt {attempt}")
+        if attempt <= self.fail_attempts:
+            raise ConnectionError(f"attempt {attempt} failed")
+        await asyncio.sleep(0)
+        return attempt
