@@ -55,7 +55,8 @@ need() {
 }
 
 cluster_exists() {
-  "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"
+  # Not grep -q: an early exit would SIGPIPE kind, and pipefail would turn a match into a miss.
+  "$KIND" get clusters 2>/dev/null | grep -Fx "$KIND_CLUSTER" >/dev/null
 }
 
 need_cluster() {
