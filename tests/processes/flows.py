@@ -72,3 +72,51 @@ class Retrying(ergon.Flow):
             raise ConnectionError(f"attempt {attempt} failed")
         await asyncio.sleep(0)
         return attempt
+
+
+class Wave(ergon.Flow):
+    """Four parallel steps; the slowest one crashes the process when asked."""
+
+    log: str
+    use_dag: bool = False
+
+    @ergon.flow
+    async def run(self) -> list[int]:
+        if self.use_dag:
+            async with ergon.dag(limit=4) as g:
+                parts = [g.add(self.part, i) for i in range(4)]
+                total = g.add(self.total, *parts)
+            return [total.result()]
+        return list(await asyncio.gather(*(self.part(i) for i in range(4))))
+
+    @ergon.step
+    async def part(self, i: int) -> int:
+        log(self.log, f"part{i}")
+        await asyncio.sleep(0.05 * i)
+        crash_if_asked(f"part{i}")
+        return i * 10
+
+    @ergon.step
+    async def total(self, *parts: int) -> int:
+        log(self.log, "total")
+        return sum(parts)
+
+
+class Nap(ergon.Flow):
+    log: str
+    seconds: float
+
+    @ergon.flow
+    async def run(self) -> str:
+        await self.before()
+        await ergon.sleep(self.seconds)
+        return await self.after()
+
+    @ergon.step
+    async def before(self) -> None:
+        log(self.log, "before")
+
+    @ergon.step
+    async def after(self) -> str:
+        log(self.log, "after")
+        return "rested"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import ergon
 import pytest
 
-from tests.processes.flows import Pipeline, Retrying
+from tests.processes.flows import Nap, Pipeline, Retrying, Wave
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,3 +84,71 @@ def test_sigkill_between_attempts_does_not_reset_the_attempt_count(tmp_path: Pat
     assert " ".join(lines(log)) == "attempt 1 attempt 2 attempt 3"
     # Only the rest of the first backoff was waited, plus the full second one.
     assert time.monotonic() - killed_at < 1.0 + 1.0 + 1.5
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("use_dag", [False, True], ids=["gather", "dag"])
+def test_parallel_wave_resumes_after_a_crash_in_its_middle(tmp_path: Path, use_dag: bool) -> None:
+    url = f"sqlite:///{tmp_path / 'wave.db'}"
+    log = tmp_path / "log"
+    flow = Wave(log=str(log), use_dag=use_dag)
+    code, _ = finish(start(url, "w-1", flow, crash_at="part3"))
+    assert code == 137
+    assert sorted(lines(log)) == ["part0", "part1", "part2", "part3"]
+    code, outcome = finish(start(url, "w-1", flow))
+    assert code == 0
+    expected = [60] if use_dag else [0, 10, 20, 30]
+    assert outcome == {"outcome": "completed", "result": expected}
+    # Only the step that was in flight when the process died ran again.
+    rerun = lines(log)[4:]
+    assert rerun == (["part3", "total"] if use_dag else ["part3"])
+
+
+@pytest.mark.integration
+def test_timer_survives_a_process_crash_and_only_the_rest_is_waited(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nap.db'}"
+    log = tmp_path / "log"
+    flow = Nap(log=str(log), seconds=1.5)
+    command = [
+        sys.executable,
+        "-m",
+        "ergon.cli.main",
+        "run",
+        type(flow).flow_name(),
+        "--input",
+        flow.model_dump_json(),
+        "--store",
+        url,
+        "--flow-id",
+        "nap-1",
+    ]
+    first = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 30
+    while lines(log) != ["before"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # sleeping durably now
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = time.time()
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == "rested"
+    assert lines(log) == ["before", "after"]
+    steps = asyncio.run(recorded_steps(url, "nap-1"))
+    sleep, after = steps[1], steps[2]
+    assert sleep.fire_at is not None and after.started_at is not None
+    # The wake-up time is the one the killed process recorded (about 1 s after the kill), and the
+    # new process resumed at it rather than starting a fresh 1.5 s wait.
+    assert sleep.fire_at.timestamp() < killed_at + 1.5
+    assert sleep.fire_at <= after.started_at
+    assert (after.started_at - sleep.fire_at).total_seconds() < 0.5
+
+
+async def recorded_steps(url: str, flow_id: str) -> list[ergon.StepRecord]:
+    store = ergon.open_store(url)
+    try:
+        return await store.load_steps(flow_id)
+    finally:
+        await store.close()
