@@ -21,6 +21,12 @@ from .cluster import Cluster, ClusterConfig
 from .server import build_app, kubeconfig
 
 
+def _default_kubectl() -> Path:
+    from .tools import DEFAULT_DEST
+
+    return Path(os.environ.get("KUBECTL") or DEFAULT_DEST / "kubectl")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
     parser.add_argument("--kubeconfig", type=Path, required=True, help="where to write it")
@@ -37,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--restart-backoff", type=float, default=1.0,
                         help="first restart back-off of crashed containers, in seconds")
     parser.add_argument("--max-restart-backoff", type=float, default=30.0)
+    parser.add_argument("--kubectl", type=Path, default=_default_kubectl(),
+                        help="kubectl binary whose protobuf descriptors decode protobuf bodies")
     parser.add_argument("--no-workload-status", action="store_true",
                         help="leave Deployments etc. without the 'available' status")
     return parser.parse_args(argv)
@@ -47,7 +55,7 @@ async def serve(args: argparse.Namespace) -> None:
         workdir=args.workdir.resolve(), kubeconfig=args.kubeconfig.resolve(),
         history_size=args.watch_history, bookmark_interval=args.bookmark_interval,
         restart_backoff=args.restart_backoff, max_restart_backoff=args.max_restart_backoff,
-        workload_status=not args.no_workload_status,
+        workload_status=not args.no_workload_status, kubectl=args.kubectl,
     )
     cluster = Cluster(config)
     await cluster.start()

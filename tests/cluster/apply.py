@@ -231,6 +231,7 @@ def apply(
         doomed = set(previous.fields) - set(applied) - others
         for path in sorted(doomed, key=len, reverse=True):
             _delete_path(merged, path)
+            _drop_emptied_parents(merged, path, set(applied) | others)
     else:
         previous = Entry(manager, "Apply", subresource, str(config.get("apiVersion", "")), now(), {})
         entries.append(previous)
@@ -312,6 +313,20 @@ def _delete_path(obj: Any, path: Path) -> None:
         current.pop(body, None)
     elif isinstance(current, list):
         current[:] = [item for item in current if not _matches(item, kind, body)]
+
+
+def _drop_emptied_parents(obj: JSON, path: Path, owned: set[Path]) -> None:
+    """Removing the last field of a map leaves no empty map behind, unless someone owns it."""
+    for depth in range(len(path) - 1, 0, -1):
+        parent_path = path[:depth]
+        if parent_path in owned or any(p[:depth] == parent_path for p in owned):
+            return
+        current: Any = obj
+        for element in parent_path:
+            current = _step(current, element)
+        if current not in ({}, []):
+            return
+        _delete_path(obj, parent_path)
 
 
 def _step(current: Any, element: str) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import protobuf
 from .builtins import BUILTIN_TYPES, DEFAULT_NAMESPACES, NODE_NAME
 from .crds import CrdController, complete_and_validate
 from .errors import ApiError
@@ -42,6 +43,7 @@ class ClusterConfig:
     restart_backoff: float = 1.0
     max_restart_backoff: float = 30.0
     workload_status: bool = True
+    kubectl: Path | None = None  # its embedded protobuf descriptors decode protobuf bodies
 
 
 class Cluster:
@@ -63,6 +65,7 @@ class Cluster:
         )
         self.openapi = OpenApi(self.types)
         self._tasks: list[asyncio.Task[None]] = []
+        self._protobuf: protobuf.Schema | None = None
         self.store.subscribe(self._on_event)
 
     def _pod_base_env(self) -> dict[str, str]:
@@ -70,6 +73,12 @@ class Cluster:
         if self.config.kubeconfig is not None:
             env["KUBECONFIG"] = str(self.config.kubeconfig)
         return env
+
+    def protobuf_schema(self) -> protobuf.Schema | None:
+        """Message descriptors for protobuf bodies, read from kubectl on first use."""
+        if self._protobuf is None and self.config.kubectl is not None:
+            self._protobuf = protobuf.load_schema(self.config.kubectl)
+        return self._protobuf
 
     async def start(self) -> None:
         self._bootstrap()

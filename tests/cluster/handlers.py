@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from . import protobuf
 from .cluster import Cluster
 from .errors import ApiError, bad_request, method_not_allowed, not_found, unsupported_media_type
 from .patching import (
@@ -80,13 +81,21 @@ def request_options(request: web.Request) -> Options:
                    dry_run=bool(query.get("dryRun")), force=truthy(query.get("force")))
 
 
-async def read_body(request: web.Request) -> Any:
+async def read_body(cluster: Cluster, request: web.Request) -> Any:
     raw = await request.read()
     content_type = request.content_type
-    if "protobuf" in content_type or "cbor" in content_type:
-        raise unsupported_media_type(content_type, ["application/json", "application/yaml"])
     if not raw:
         return None
+    if content_type == protobuf.CONTENT_TYPE:
+        schema = cluster.protobuf_schema()
+        if schema is None:
+            raise unsupported_media_type(content_type, ["application/json", "application/yaml"])
+        try:
+            return protobuf.decode_body(raw, schema)
+        except protobuf.ProtobufError as exc:
+            raise bad_request(f"error decoding protobuf body: {exc}") from exc
+    if "protobuf" in content_type or "cbor" in content_type:
+        raise unsupported_media_type(content_type, ["application/json", "application/yaml"])
     try:
         if content_type in (APPLY_PATCH, "application/yaml"):
             return yaml.safe_load(raw)
@@ -136,7 +145,7 @@ async def handle(cluster: Cluster, request: web.Request, target: Target) -> web.
         return json_response(cluster.registry.present(rtype, obj))
     options = request_options(request)
     if method == "PUT":
-        body = await read_body(request)
+        body = await read_body(cluster, request)
         updated = cluster.registry.update(rtype, namespace, target.name, body, options,
                                           target.subresource)
         return _respond(cluster, target, updated, options)
@@ -144,7 +153,7 @@ async def handle(cluster: Cluster, request: web.Request, target: Target) -> web.
         patch_type = request.content_type
         if patch_type not in _PATCH_TYPES:
             raise unsupported_media_type(patch_type, list(_PATCH_TYPES))
-        body = await read_body(request)
+        body = await read_body(cluster, request)
         existed = cluster.store.get(rtype.storage_key, namespace, target.name) is not None
         patched = cluster.registry.patch(rtype, namespace, target.name, patch_type, body, options,
                                          target.subresource)
@@ -157,7 +166,7 @@ async def handle(cluster: Cluster, request: web.Request, target: Target) -> web.
 async def create(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
     rtype = target.rtype
     options = request_options(request)
-    body = await read_body(request)
+    body = await read_body(cluster, request)
     if rtype.kind in ("SelfSubjectAccessReview", "SelfSubjectRulesReview"):
         return json_response(_review(rtype, body), 201)
     if rtype.namespaced and target.namespace is None:
@@ -240,6 +249,11 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
                                   frozenset(rtype.extra.get("selectable", ())))
     rv = request.query.get("resourceVersion")
     since = None if rv in (None, "", "0") else _int(rv)
+    # Streaming lists (client-go's WatchList): the current state as ADDED events, then a
+    # bookmark annotated "initial-events-end", then changes.
+    initial_events = truthy(request.query.get("sendInitialEvents"))
+    if initial_events:
+        since = None
     table = wants_table(request)
 
     def selected(obj: JSON) -> bool:
@@ -288,6 +302,8 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
         await response.prepare(request)
         for obj in initial:
             await response.write(encode("ADDED", obj))
+        if initial_events:
+            await response.write(_bookmark(rtype, cluster.store.rv, initial_events_end=True))
         while True:
             now = loop.time()
             if now >= deadline:
@@ -310,9 +326,11 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
     return response
 
 
-def _bookmark(rtype: ResourceType, rv: int) -> bytes:
-    obj = {"kind": rtype.kind, "apiVersion": rtype.api_version,
-           "metadata": {"resourceVersion": str(rv)}}
+def _bookmark(rtype: ResourceType, rv: int, *, initial_events_end: bool = False) -> bytes:
+    meta: JSON = {"resourceVersion": str(rv)}
+    if initial_events_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": meta}
     return json.dumps({"type": "BOOKMARK", "object": obj}).encode() + b"\n"
 
 
@@ -326,8 +344,8 @@ def _int(value: str) -> int:
 # deleting
 
 
-async def _delete_options(request: web.Request) -> DeleteOptions:
-    body = await read_body(request) or {}
+async def _delete_options(cluster: Cluster, request: web.Request) -> DeleteOptions:
+    body = await read_body(cluster, request) or {}
     if not isinstance(body, dict):
         raise bad_request("DeleteOptions must be an object")
     query = request.query
@@ -346,7 +364,7 @@ async def _delete_options(request: web.Request) -> DeleteOptions:
 
 async def delete(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
     rtype, name = target.rtype, target.name or ""
-    options = await _delete_options(request)
+    options = await _delete_options(cluster, request)
     obj, gone = cluster.registry.delete(rtype, target.namespace or "", name, options)
     if gone and rtype.kind not in ("Pod",) and not rtype.custom:
         return json_response({
@@ -358,7 +376,7 @@ async def delete(cluster: Cluster, request: web.Request, target: Target) -> web.
 
 
 async def delete_collection(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
-    options = await _delete_options(request)
+    options = await _delete_options(cluster, request)
     deleted = []
     for obj in _selected(cluster, request, target):
         try:
@@ -406,7 +424,7 @@ async def pod_log(cluster: Cluster, request: web.Request, target: Target) -> web
 async def evict(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
     if request.method != "POST" or target.rtype.kind != "Pod" or target.name is None:
         raise method_not_allowed()
-    body = await read_body(request) or {}
+    body = await read_body(cluster, request) or {}
     raw = body.get("deleteOptions") or {}
     options = DeleteOptions(grace_period=raw.get("gracePeriodSeconds"),
                             precondition_uid=(raw.get("preconditions") or {}).get("uid"))
@@ -423,7 +441,7 @@ async def scale(cluster: Cluster, request: web.Request, target: Target) -> web.R
     obj = cluster.registry.present(rtype, cluster.registry.get(rtype, namespace, name))
     if request.method in ("PUT", "PATCH"):
         options = request_options(request)
-        body = await read_body(request) or {}
+        body = await read_body(cluster, request) or {}
         current = _scale_object(obj, spec_path, status_path, selector_path)
         if request.method == "PATCH":
             try:
