@@ -50,6 +50,8 @@ from ergon.core.store import Store
 from ergon.core.timers import sleep
 from ergon.distributed.client import Client
 from ergon.distributed.runner import run
+from ergon.distributed.scheduler import Scheduler
+from ergon.distributed.worker import Worker, WorkerHandle
 from ergon.storage.memory import MemoryStore
 from ergon.storage.sqlite import SqliteStore
 from ergon.storage.urls import open_store
@@ -82,6 +84,7 @@ __all__ = [
     "Outcome",
     "RetryPolicy",
     "Retryable",
+    "Scheduler",
     "SignalPayloadError",
     "SignalTimeout",
     "SqliteStore",
@@ -94,6 +97,8 @@ __all__ = [
     "StoreUrlError",
     "SuspendReason",
     "Suspended",
+    "Worker",
+    "WorkerHandle",
     "child_flow_id",
     "current_step",
     "dag",

@@ -120,3 +120,73 @@ class Nap(ergon.Flow):
     async def after(self) -> str:
         log(self.log, "after")
         return "rested"
+
+
+class Tagged(ergon.Flow):
+    """Three steps, each logging `<tag>:<step>` once per execution."""
+
+    log: str
+    tag: str
+
+    @ergon.flow
+    async def run(self) -> str:
+        first = await self.one()
+        second = await self.two(first)
+        return await self.three(second)
+
+    @ergon.step
+    async def one(self) -> int:
+        log(self.log, f"{self.tag}:one")
+        return 1
+
+    @ergon.step
+    async def two(self, value: int) -> int:
+        log(self.log, f"{self.tag}:two")
+        await asyncio.sleep(0.01)
+        return value + 1
+
+    @ergon.step
+    async def three(self, value: int) -> str:
+        log(self.log, f"{self.tag}:three")
+        return f"{self.tag}={value + 1}"
+
+
+class Sleeper(ergon.Flow):
+    log: str
+    tag: str
+    seconds: float = 1.0
+
+    @ergon.flow
+    async def run(self) -> str:
+        await ergon.sleep(self.seconds)
+        return await self.fired()
+
+    @ergon.step
+    async def fired(self) -> str:
+        log(self.log, f"{self.tag}:fired")
+        return self.tag
+
+
+class SlowMiddle(ergon.Flow):
+    log: str
+    seconds: float
+
+    @ergon.flow
+    async def run(self) -> str:
+        await self.first()
+        await self.slow()
+        return await self.last()
+
+    @ergon.step
+    async def first(self) -> None:
+        log(self.log, "first")
+
+    @ergon.step
+    async def slow(self) -> None:
+        log(self.log, f"slow:{os.getpid()}")
+        await asyncio.sleep(self.seconds)
+
+    @ergon.step
+    async def last(self) -> str:
+        log(self.log, f"last:{os.getpid()}")
+        return "done"

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from ergon.cli import demo, running
+from ergon.cli import demo, manage, running, workers
 
 app = typer.Typer(
     name="ergon",
@@ -18,6 +18,9 @@ app = typer.Typer(
 app.command("demo")(demo.demo)
 app.command("run")(running.run)
 app.command("run-flow")(running.run_flow)
+app.command("worker")(workers.worker)
+app.command("signal")(manage.signal)
+app.add_typer(manage.flows_app, name="flows")
 
 
 def main() -> None:
