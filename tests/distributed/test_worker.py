@@ -8,9 +8,8 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 
-import pytest
-
 import ergon
+import pytest
 
 CALLS: Counter[str] = Counter()
 GATES: dict[str, asyncio.Event] = {}
@@ -162,7 +161,11 @@ async def test_signals_and_timers_wake_suspended_flows(store: ergon.Store) -> No
     async with workers(store):
         for _ in range(100):
             status = await client.status(flow_id)
-            if status.state == "suspended" and status.waiting_for and status.waiting_for.kind == "signal":
+            if (
+                status.state == "suspended"
+                and status.waiting_for
+                and status.waiting_for.kind == "signal"
+            ):
                 break
             await asyncio.sleep(0.02)
         assert status.waiting_for == ergon.SuspendReason("signal", "go", None)
@@ -175,7 +178,7 @@ async def test_children_are_queued_and_wake_their_parent(store: ergon.Store) -> 
     flow_id = await client.schedule(Parent(), flow_id="parent")
     async with workers(store, count=2):
         assert await client.wait(flow_id, timeout=10) == ergon.Completed([2, 4])
-    assert CALLS == Counter({"child:1": 1, "child:2": 1})
+    assert Counter({"child:1": 1, "child:2": 1}) == CALLS
     children = await store.list_flows(parent_id="parent")
     assert sorted(c.id for c in children) == ["parent/0", "parent/1"]
     assert all(c.state == "completed" for c in children)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import ergon
+import pytest
 
 
 def test_memory_url() -> None:
