@@ -128,6 +128,8 @@ def _fixed_endpoint(
         group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
         listing = discovery.resource_list(cluster.types, group, version)
         return answer(listing) if listing is not None else None
+    if path == "/openapi/v2":
+        return _openapi_v2(request)
     if path == "/openapi/v3":
         return answer(cluster.openapi.root())
     if parts[:2] == ["openapi", "v3"]:
@@ -136,6 +138,27 @@ def _fixed_endpoint(
     if parts[:1] == ["testing"]:
         return _testing(cluster, request, parts[1:])
     return None
+
+
+def _openapi_v2(request: web.Request) -> Awaitable[web.StreamResponse]:
+    """An OpenAPI v2 document without definitions.
+
+    Clients use v3 here; kubectl fetches v2 only to validate on the client what server-side
+    validation cannot (a ``kind: List`` document), and skips kinds v2 does not describe.
+    """
+    async def answer() -> web.StreamResponse:
+        if "protobuf" in request.headers.get("Accept", ""):
+            title, version = b"Kubernetes", f"v{KUBERNETES_VERSION}.0".encode()
+            info = b"\x0a" + bytes([len(title)]) + title + b"\x12" + bytes([len(version)]) + version
+            body = b"\x0a\x032.0" + b"\x12" + bytes([len(info)]) + info
+            return web.Response(body=body, content_type=_OPENAPI_V2_PROTOBUF)
+        return json_response({"swagger": "2.0", "info": {"title": "Kubernetes",
+                                                         "version": f"v{KUBERNETES_VERSION}.0"},
+                              "paths": {}, "definitions": {}})
+    return answer()
+
+
+_OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 
 
 async def _testing(cluster: Cluster, request: web.Request, parts: list[str]) -> web.StreamResponse:
