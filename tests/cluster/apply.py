@@ -61,7 +61,7 @@ def now() -> str:
 
 
 def field_set(obj: JSON, node: SchemaNode, *, root_only: str | None = None) -> dict[Path, Any]:
-    """All owned paths in ``obj`` with their leaf values. ``root_only`` keeps one top-level field."""
+    """Owned paths in ``obj`` with their leaf values; ``root_only`` keeps one top-level field."""
     out: dict[Path, Any] = {}
     for key, value in obj.items():
         if key in ("apiVersion", "kind") or (root_only is not None and key not in (root_only,)):
@@ -90,7 +90,8 @@ def _collect(value: Any, node: SchemaNode, path: Path, out: dict[Path, Any]) -> 
             if node.list_type == "map" and isinstance(item, dict):
                 out[(*path, element)] = None
                 for key, sub in item.items():
-                    _collect(sub, items.field(key) or SchemaNode({}), (*path, element, f"f:{key}"), out)
+                    child = items.field(key) or SchemaNode({})
+                    _collect(sub, child, (*path, element, f"f:{key}"), out)
             else:
                 out[(*path, element)] = item
         return
@@ -179,7 +180,7 @@ def store_entries(obj: JSON, entries: list[Entry]) -> None:
 def record_update(
     old: JSON | None, new: JSON, node: SchemaNode, *, manager: str, subresource: str = "",
 ) -> None:
-    """Give ``manager`` the fields this create/update/patch changed; write managedFields on ``new``."""
+    """Give ``manager`` the fields a create/update/patch changed; set ``new``'s managedFields."""
     root_only = "status" if subresource == "status" else None
     before = field_set(old, node, root_only=root_only) if old is not None else {}
     after = field_set(new, node, root_only=root_only)
@@ -217,11 +218,11 @@ def apply(
     root_only = "status" if subresource == "status" else None
     applied = field_set(config, node, root_only=root_only)
     entries = load_entries(live) if live is not None else []
-    merged = copy.deepcopy(live) if live is not None else {}
+    merged: JSON = copy.deepcopy(live) if live is not None else {}
     if live is not None:
         current = field_set(live, node, root_only=root_only)
         _check_conflicts(entries, applied, current, manager, subresource, force)
-    merged = _merge(merged, config, node)
+    merged = dict(_merge(merged, config, node))
     previous = _find(entries, manager, "Apply", subresource)
     if previous is not None:
         others: set[Path] = set()
@@ -233,7 +234,8 @@ def apply(
             _delete_path(merged, path)
             _drop_emptied_parents(merged, path, set(applied) | others)
     else:
-        previous = Entry(manager, "Apply", subresource, str(config.get("apiVersion", "")), now(), {})
+        api_version = str(config.get("apiVersion", ""))
+        previous = Entry(manager, "Apply", subresource, api_version, now(), {})
         entries.append(previous)
     previous.fields = dict(applied)
     previous.api_version = str(config.get("apiVersion", previous.api_version))
@@ -249,10 +251,8 @@ def _check_conflicts(
 ) -> None:
     conflicts: list[tuple[Entry, Path]] = []
     for entry in entries:
-        if (entry.manager, entry.operation) == (manager, "Apply") or entry.subresource != subresource:
-            continue
-        if entry.manager == manager:
-            continue  # a manager's own Update-owned fields never conflict with its apply
+        if entry.manager == manager or entry.subresource != subresource:
+            continue  # a manager never conflicts with itself, whatever the operation
         for path in applied.keys() & entry.fields.keys():
             if path in current and current[path] != applied[path]:
                 conflicts.append((entry, path))

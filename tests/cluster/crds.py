@@ -112,7 +112,8 @@ def _status(crd: JSON, old: JSON | None) -> JSON:
     return {
         "conditions": [
             condition("NamesAccepted", "NoConflicts", "no conflicts found"),
-            condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+            condition("Established", "InitialNamesAccepted",
+                      "the initial names have been accepted"),
         ],
         "acceptedNames": dict(spec["names"]),
         "storedVersions": stored,

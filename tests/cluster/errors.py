@@ -94,7 +94,8 @@ def already_exists(plural: str, name: str, group: str = "") -> ApiError:
 
 def conflict(plural: str, name: str, group: str = "", why: str = "") -> ApiError:
     why = why or (
-        "the object has been modified; please apply your changes to the latest version and try again"
+        "the object has been modified; please apply your changes to the latest version and "
+        "try again"
     )
     return ApiError(
         409, "Conflict",
@@ -118,7 +119,9 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
+def method_not_allowed(
+    message: str = "the server does not allow this method on the requested resource",
+) -> ApiError:
     return ApiError(405, "MethodNotAllowed", message)
 
 

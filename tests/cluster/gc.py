@@ -145,13 +145,12 @@ class GarbageCollector:
             self._terminating_namespaces.discard(name)
             return
         for key in list(self._store.namespaced_keys(name)):
-            for obj in self._store.list(key, name):
+            for obj in self._store.objects(key, name):
                 if not obj["metadata"].get("deletionTimestamp"):
                     self._delete(obj, "Background")
         if self._store.count_in_namespace(name) == 0:
             self._terminating_namespaces.discard(name)
-            self._mutate(namespace, lambda o: o.setdefault("spec", {}).__setitem__("finalizers", []),
-                         subresource="finalize")
+            self._mutate(namespace, _clear_spec_finalizers, subresource="finalize")
 
     def _crd(self, name: str) -> None:
         crd = self._store.get(CRD_KEY, "", name)
@@ -160,7 +159,7 @@ class GarbageCollector:
         spec = crd["spec"]
         storage_key = f"{spec['names']['plural']}.{spec['group']}"
         self._terminating_crds[storage_key] = name
-        for obj in self._store.list(storage_key):
+        for obj in self._store.objects(storage_key):
             if not obj["metadata"].get("deletionTimestamp"):
                 self._delete(obj, "Background")
         if self._store.count(storage_key) == 0:
@@ -207,6 +206,10 @@ def _owner_uids(obj: JSON | None) -> set[str]:
 def _blocks(dependent: JSON, owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid and ref.get("blockOwnerDeletion")
                for ref in dependent["metadata"].get("ownerReferences") or [])
+
+
+def _clear_spec_finalizers(namespace: JSON) -> None:
+    namespace.setdefault("spec", {})["finalizers"] = []
 
 
 def _set_owners(obj: JSON, refs: list[JSON]) -> None:

@@ -36,10 +36,10 @@ from .resources import ResourceType
 from .selectors import (
     fields_match,
     format_selector,
-    selector_from_label_selector,
     labels_match,
     parse_field_selector,
     parse_label_selector,
+    selector_from_label_selector,
 )
 from .store import Event, name_of, namespace_of
 from .tables import to_table
@@ -61,7 +61,9 @@ def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None,
+) -> web.Response:
     return web.Response(body=json.dumps(body, separators=(",", ":")), status=status,
                         content_type="application/json", headers=headers)
 
@@ -200,7 +202,7 @@ def _selected(cluster: Cluster, request: web.Request, target: Target) -> list[JS
     fields = parse_field_selector(request.query.get("fieldSelector"), rtype.kind, extra)
     namespace = target.namespace if rtype.namespaced else None
     out = []
-    for obj in cluster.store.list(rtype.storage_key, namespace):
+    for obj in cluster.store.objects(rtype.storage_key, namespace):
         shown = cluster.registry.present(rtype, obj)
         if labels_match(labels, shown) and fields_match(fields, shown):
             out.append(shown)
@@ -284,7 +286,7 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
         await response.write(json.dumps({"type": "ERROR", "object": exc.status()}).encode() + b"\n")
         return response
     initial = [] if since is not None else [
-        o for o in cluster.store.list(rtype.storage_key, namespace) if selected(o)
+        o for o in cluster.store.objects(rtype.storage_key, namespace) if selected(o)
     ]
 
     def encode(kind: str, obj: JSON) -> bytes:
@@ -350,7 +352,8 @@ async def _delete_options(cluster: Cluster, request: web.Request) -> DeleteOptio
         raise bad_request("DeleteOptions must be an object")
     query = request.query
     propagation = query.get("propagationPolicy") or body.get("propagationPolicy")
-    if propagation is None and (truthy(query.get("orphanDependents")) or body.get("orphanDependents")):
+    orphan = truthy(query.get("orphanDependents")) or body.get("orphanDependents")
+    if propagation is None and orphan:
         propagation = "Orphan"
     grace = query.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
     preconditions = body.get("preconditions") or {}

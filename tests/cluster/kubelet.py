@@ -97,15 +97,15 @@ class Kubelet:
     def _on_event(self, event: Event) -> None:
         if event.storage_key in ("secrets", "configmaps"):
             namespace = event.obj["metadata"].get("namespace")
-            for runner in self._runners.values():
-                if runner.namespace == namespace:
-                    runner.wake.set()
+            for waiting in self._runners.values():
+                if waiting.namespace == namespace:
+                    waiting.wake.set()
             return
         if event.storage_key != "pods":
             return
         meta = event.obj["metadata"]
         uid = str(meta["uid"])
-        runner = self._runners.get(uid)
+        runner: PodRunner | None = self._runners.get(uid)
         if event.type == "DELETED":
             if runner is not None:
                 self._request_stop(runner, grace=0)
@@ -145,39 +145,39 @@ class Kubelet:
                 env = container_env(self._store, pod, container, self._base_env)
                 argv = container_argv(container, env)
             except ConfigError as exc:
-                self._set_status(runner, lambda s, m=str(exc): _waiting(
-                    s, pod, "CreateContainerConfigError", m, restarts))
+                self._set_status(runner, _waiting, pod, "CreateContainerConfigError", str(exc),
+                                 restarts)
                 await self._sleep(runner, None)
                 continue
             if not argv:
-                self._set_status(runner, lambda s: _waiting(
-                    s, pod, "CreateContainerError",
-                    "the test cluster has no images: set the container's command", restarts))
+                self._set_status(runner, _waiting, pod, "CreateContainerError",
+                                 "the test cluster has no images: set the container's command",
+                                 restarts)
                 await self._sleep(runner, None)
                 continue
             exit_code, reason, started = await self._run_once(runner, pod, argv, env, restarts)
             kill, runner.kill_request = runner.kill_request, None
+            pid = runner.process.pid if runner.process else 0
             terminated = {"exitCode": exit_code, "reason": reason, "startedAt": started,
-                          "finishedAt": timestamp(),
-                          "containerID": f"process://{runner.process.pid if runner.process else 0}"}
+                          "finishedAt": timestamp(), "containerID": f"process://{pid}"}
             pod = self._pod(runner)
             if pod is None:
                 return
             if kill is not None and (kill.pod_reason or kill.delete):
-                self._set_status(runner, lambda s, k=kill: _terminal(
-                    s, pod, terminated, restarts, reason=k.pod_reason, message=k.message))
+                self._set_status(runner, _terminal, pod, terminated, restarts, kill.pod_reason,
+                                 kill.message)
                 if kill.delete:
                     self._force_delete(runner)
                 return
             policy = pod["spec"].get("restartPolicy", "Always")
             if _deleting(pod) or policy == "Never" or (policy == "OnFailure" and exit_code == 0):
-                self._set_status(runner, lambda s: _terminal(s, pod, terminated, restarts))
+                self._set_status(runner, _terminal, pod, terminated, restarts, "", "")
                 return
             restarts += 1
-            self._set_status(runner, lambda s, b=backoff: _waiting(
-                s, pod, "CrashLoopBackOff",
-                f"back-off {b:g}s restarting failed container={container['name']} "
-                f"pod={runner.name}_{runner.namespace}({runner.uid})", restarts, last=terminated))
+            message = (f"back-off {backoff:g}s restarting failed container={container['name']} "
+                       f"pod={runner.name}_{runner.namespace}({runner.uid})")
+            self._set_status(runner, _waiting, pod, "CrashLoopBackOff", message, restarts,
+                             terminated)
             await self._sleep(runner, backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
@@ -186,10 +186,7 @@ class Kubelet:
     ) -> tuple[int, str, str]:
         container = pod["spec"]["containers"][0]
         runner.previous_log, runner.log = runner.log, ContainerLog()
-        workdir = Path(str(container.get("workingDir") or self._workdir))
-        if not workdir.is_dir():
-            log.debug("workingDir %s does not exist here; using %s", workdir, self._workdir)
-            workdir = self._workdir
+        workdir = self._working_directory(container)
         started = timestamp()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -203,7 +200,7 @@ class Kubelet:
             return 128, "StartError", started
         runner.process = process
         log.debug("pod %s/%s: started pid %d: %s", runner.namespace, runner.name, process.pid, argv)
-        self._set_status(runner, lambda s: _running(s, pod, started, process.pid, restarts))
+        self._set_status(runner, _running, pod, started, process.pid, restarts)
         if runner.stop_deadline is not None:  # deleted while starting
             self._start_stop(runner)
         reader = asyncio.get_running_loop().create_task(_pump(process, runner.log))
@@ -218,6 +215,14 @@ class Kubelet:
         if kill is not None:
             return kill.exit_code, kill.reason, started
         return exit_code, "Completed" if exit_code == 0 else "Error", started
+
+    def _working_directory(self, container: JSON) -> Path:
+        """The container's workingDir if this machine has it, else the configured default."""
+        wanted = Path(str(container.get("workingDir") or self._workdir))
+        if wanted.is_dir():
+            return wanted
+        log.debug("workingDir %s does not exist here; using %s", wanted, self._workdir)
+        return self._workdir
 
     async def _sleep(self, runner: PodRunner, seconds: float | None) -> None:
         """Wait for a wake-up (deletion, config change) or the back-off, whichever is first."""
@@ -335,12 +340,13 @@ class Kubelet:
             return None
         return pod
 
-    def _set_status(self, runner: PodRunner, change: Callable[[JSON], None]) -> None:
+    def _set_status(self, runner: PodRunner, build: Callable[..., None], *args: Any) -> None:
+        """Write the status ``build(status, *args)`` makes of the pod's current status."""
         pod = self._pod(runner)
         if pod is None:
             return
         new = copy.deepcopy(pod)
-        change(new.setdefault("status", {}))
+        build(new.setdefault("status", {}), *args)
         with contextlib.suppress(ApiError):
             self._registry.update(self._pod_type, runner.namespace, runner.name, new,
                                   Options(field_manager=_MANAGER), "status")
@@ -436,8 +442,8 @@ def _running(status: JSON, pod: JSON, started: str, pid: int, restarts: int) -> 
         container_id=f"process://{pid}")
 
 
-def _terminal(status: JSON, pod: JSON, terminated: JSON, restarts: int, *,
-              reason: str = "", message: str = "") -> None:
+def _terminal(status: JSON, pod: JSON, terminated: JSON, restarts: int, reason: str,
+              message: str) -> None:
     _base(status, pod)
     succeeded = terminated["exitCode"] == 0 and not reason
     status["phase"] = "Succeeded" if succeeded else "Failed"

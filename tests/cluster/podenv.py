@@ -115,7 +115,7 @@ _LABEL_REF = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 
 
 def field_ref(pod: JSON, path: str) -> str:
-    meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    meta, spec = pod["metadata"], pod.get("spec") or {}
     if match := _LABEL_REF.match(path):
         return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
     simple = {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import random
-import string
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,14 +165,13 @@ class Registry:
         self, rtype: ResourceType, namespace: str, name: str, body: Any, options: Options,
         subresource: str = "", *, managed: bool = False,
     ) -> JSON:
-        """Replace an object (PUT); ``managed`` means managedFields were already computed (apply)."""
+        """Replace an object (PUT); ``managed``: managedFields are already computed (apply)."""
         old = self.get(rtype, namespace, name)
         new = self._decode(rtype, body)
         meta = new["metadata"]
         if meta.get("name", name) != name:
-            raise bad_request(
-                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
-            )
+            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the "
+                              f"name on the URL ({name})")
         meta["name"] = name
         self._settle_namespace(rtype, namespace, meta)
         expected_rv = meta.get("resourceVersion")
@@ -275,9 +273,8 @@ class Registry:
         config.setdefault("metadata", {})
         config_name = config["metadata"].get("name")
         if config_name not in (None, name):
-            raise bad_request(
-                f"the name of the object ({config_name}) does not match the name on the URL ({name})"
-            )
+            raise bad_request(f"the name of the object ({config_name}) does not match the name "
+                              f"on the URL ({name})")
         config["metadata"]["name"] = name
         node = schema_node(rtype)
         live_stored = self.store.get(rtype.storage_key, namespace if rtype.namespaced else "", name)
@@ -297,7 +294,8 @@ class Registry:
         live = self.present(rtype, live_stored)
         if rtype.has_status_subresource:
             if subresource == "status":
-                config = {k: v for k, v in config.items() if k in ("apiVersion", "kind", "metadata", "status")}
+                kept = ("apiVersion", "kind", "metadata", "status")
+                config = {k: v for k, v in config.items() if k in kept}
             else:
                 config.pop("status", None)
         merged = ssa.apply(live, config, node, manager=options.field_manager, force=options.force,
@@ -322,9 +320,8 @@ class Registry:
                            f"Precondition failed: ResourceVersion in precondition: "
                            f"{options.precondition_rv}, ResourceVersion in object meta: "
                            f"{meta.get('resourceVersion')}")
-        if rtype.kind == "Namespace" and not rtype.group:
-            if name in ("default", "kube-system", "kube-public"):
-                raise forbidden(rtype.plural, name, "", "this namespace may not be deleted")
+        if rtype.kind == "Namespace" and name in ("default", "kube-system", "kube-public"):
+            raise forbidden(rtype.plural, name, "", "this namespace may not be deleted")
         new = copy.deepcopy(obj)
         new_meta = new["metadata"]
         finalizers = list(new_meta.get("finalizers") or [])
@@ -335,7 +332,9 @@ class Registry:
             finalizers.append(ORPHAN)
             finalizers = [f for f in finalizers if f != FOREGROUND]
         grace = self._grace_period(rtype, obj, options)
-        spec_finalizers = (new.get("spec") or {}).get("finalizers") if rtype.kind == "Namespace" else None
+        spec_finalizers = None
+        if rtype.kind == "Namespace":
+            spec_finalizers = (new.get("spec") or {}).get("finalizers")
         if not finalizers and not grace and not spec_finalizers:
             if options.dry_run:
                 return obj, True

@@ -30,7 +30,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERSION_INFO = {
     "major": "1", "minor": KUBERNETES_VERSION.split(".")[1], "emulationMajor": "1",
     "emulationMinor": KUBERNETES_VERSION.split(".")[1],
-    "gitVersion": f"v{KUBERNETES_VERSION}.0", "gitCommit": "0000000000000000000000000000000000000000",
+    "gitVersion": f"v{KUBERNETES_VERSION}.0", "gitCommit": "0" * 40,
     "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0",
     "compiler": "gc", "platform": "linux/amd64",
 }
@@ -122,8 +122,8 @@ def _fixed_endpoint(
     if path == "/apis":
         return answer(discovery.api_group_list(cluster.types))
     if parts[:1] == ["apis"] and len(parts) == 2:
-        group = discovery.api_group(cluster.types, parts[1])
-        return answer(group) if group is not None else None
+        api_group = discovery.api_group(cluster.types, parts[1])
+        return answer(api_group) if api_group is not None else None
     if (parts[:1] == ["api"] and len(parts) == 2) or (parts[:1] == ["apis"] and len(parts) == 3):
         group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
         listing = discovery.resource_list(cluster.types, group, version)

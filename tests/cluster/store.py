@@ -87,14 +87,16 @@ class Store:
     def get(self, storage_key: str, namespace: str, name: str) -> JSON | None:
         return self._objects.get(storage_key, {}).get(namespace, {}).get(name)
 
-    def list(self, storage_key: str, namespace: str | None = None) -> list[JSON]:
+    def objects(self, storage_key: str, namespace: str | None = None) -> list[JSON]:
         """Objects sorted by namespace then name, the order etcd's keys give a real server."""
         by_namespace = self._objects.get(storage_key, {})
         if namespace is not None:
             chosen = by_namespace.get(namespace, {})
             return [chosen[name] for name in sorted(chosen)]
         return [
-            by_namespace[ns][name] for ns in sorted(by_namespace) for name in sorted(by_namespace[ns])
+            by_namespace[ns][name]
+            for ns in sorted(by_namespace)
+            for name in sorted(by_namespace[ns])
         ]
 
     def count(self, storage_key: str) -> int:

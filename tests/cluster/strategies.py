@@ -164,7 +164,8 @@ def _default_pod_spec(spec: JSON, *, scheduled: bool) -> None:
         image = str(container.get("image", ""))
         tag = image.rsplit("/", 1)[-1]
         latest = ":" not in tag or tag.endswith(":latest")
-        container.setdefault("imagePullPolicy", "Always" if latest and "@" not in tag else "IfNotPresent")
+        always = latest and "@" not in tag
+        container.setdefault("imagePullPolicy", "Always" if always else "IfNotPresent")
         container.setdefault("terminationMessagePath", "/dev/termination-log")
         container.setdefault("terminationMessagePolicy", "File")
         container.setdefault("resources", {})
@@ -195,7 +196,8 @@ def _validate_pod(obj: JSON, old: JSON | None) -> list[Cause]:
         if not name:
             causes.append(Cause("FieldValueRequired", "Required value", f"{path}.name"))
         elif name in seen:
-            causes.append(Cause("FieldValueDuplicate", f'Duplicate value: "{name}"', f"{path}.name"))
+            causes.append(Cause("FieldValueDuplicate", f'Duplicate value: "{name}"',
+                                f"{path}.name"))
         seen.add(name)
         if not container.get("image"):
             causes.append(Cause("FieldValueRequired", "Required value", f"{path}.image"))

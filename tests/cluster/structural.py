@@ -22,7 +22,7 @@ _ROOT_KEPT = ("apiVersion", "kind", "metadata")
 
 
 def default_and_prune(obj: JSON, node: SchemaNode) -> list[str]:
-    """Default then prune ``obj`` in place (it must be the caller's own copy); return pruned paths."""
+    """Default, then prune, ``obj`` in place (the caller's own copy); return the pruned paths."""
     _apply_defaults(obj, node)
     pruned: list[str] = []
     _prune_object(obj, node, "", pruned, root=True)

@@ -87,7 +87,7 @@ def _type_ok(value: Any, schema: JSON) -> bool:
         return actual in ("number", "integer")
     if expected == "integer" and isinstance(value, float) and value.is_integer():
         return True
-    return actual == expected
+    return bool(actual == expected)
 
 
 def _validate(
@@ -115,7 +115,9 @@ def _validate(
     _run_rules(value, old, schema, path, causes)
 
 
-def _validate_object(value: JSON, old: Any, node: SchemaNode, path: str, causes: list[Cause]) -> None:
+def _validate_object(
+    value: JSON, old: Any, node: SchemaNode, path: str, causes: list[Cause],
+) -> None:
     schema = node.schema
     for required in schema.get("required") or []:
         if required not in value:
@@ -137,7 +139,9 @@ def _validate_object(value: JSON, old: Any, node: SchemaNode, path: str, causes:
                             f"{max_properties} items", path))
 
 
-def _validate_array(value: list[Any], old: Any, node: SchemaNode, path: str, causes: list[Cause]) -> None:
+def _validate_array(
+    value: list[Any], old: Any, node: SchemaNode, path: str, causes: list[Cause],
+) -> None:
     schema = node.schema
     items = schema.get("items")
     old_by_key = _correlate(old, node) if isinstance(old, list) else {}
@@ -157,7 +161,8 @@ def _validate_array(value: list[Any], old: Any, node: SchemaNode, path: str, cau
     if node.list_type in ("set", "map") or schema.get("uniqueItems"):
         seen: set[str] = set()
         for index, item in enumerate(value):
-            key = _item_key(item, node) if node.list_type == "map" else json.dumps(item, sort_keys=True)
+            key = (_item_key(item, node) if node.list_type == "map"
+                   else json.dumps(item, sort_keys=True))
             if key is None:
                 continue
             if key in seen:
@@ -187,16 +192,16 @@ def _check_value(value: Any, schema: JSON, path: str, causes: list[Cause]) -> No
     enum = schema.get("enum")
     if enum is not None and value not in enum:
         supported = ", ".join(json.dumps(v) for v in enum)
-        causes.append(Cause("FieldValueNotSupported",
-                            f"Unsupported value: {_show(value)}: supported values: {supported}", path))
+        message = f"Unsupported value: {_show(value)}: supported values: {supported}"
+        causes.append(Cause("FieldValueNotSupported", message, path))
     if isinstance(value, str):
         pattern = schema.get("pattern")
         if pattern is not None and not re.search(pattern, value):
             causes.append(Cause("FieldValueInvalid", f"Invalid value: {_show(value)}: {path} in "
                                 f"body should match '{pattern}'", path))
         if schema.get("maxLength") is not None and len(value) > schema["maxLength"]:
-            causes.append(Cause("FieldValueTooLong",
-                                f"Too long: may not be more than {schema['maxLength']} bytes", path))
+            message = f"Too long: may not be more than {schema['maxLength']} bytes"
+            causes.append(Cause("FieldValueTooLong", message, path))
         if schema.get("minLength") is not None and len(value) < schema["minLength"]:
             causes.append(Cause("FieldValueInvalid", f"Invalid value: {_show(value)}: {path} in "
                                 f"body should be at least {schema['minLength']} chars long", path))

@@ -36,5 +36,5 @@ def resized(new: Any, patch: kopf.Patch, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def deleted(name: str, namespace: str, **_: Any) -> None:
+def deleted(name: str, namespace: str | None, **_: Any) -> None:
     Path(os.environ["WIDGET_RECORD_DIR"], f"{namespace}.{name}.deleted").write_text("bye\n")

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any, cast
 
 from tests.cluster.fixtures import TestCluster, wait_for
 
 from .manifests import pod
 
 
-def status(cluster: TestCluster, namespace: str, name: str) -> dict:
+def status(cluster: TestCluster, namespace: str, name: str) -> dict[str, Any]:
     out = cluster.kubectl("get", "-n", namespace, f"pod/{name}", "-o", "json").stdout
-    return json.loads(out).get("status", {})
+    return cast(dict[str, Any], json.loads(out).get("status", {}))
 
 
-def wait_phase(cluster: TestCluster, namespace: str, name: str, phase: str) -> dict:
+def wait_phase(cluster: TestCluster, namespace: str, name: str, phase: str) -> dict[str, Any]:
     cluster.kubectl("wait", "-n", namespace, f"pod/{name}", "--timeout=20s",
                     f"--for=jsonpath={{.status.phase}}={phase}")
     return status(cluster, namespace, name)
 
 
-def terminated(pod_status: dict) -> dict:
-    return pod_status["containerStatuses"][0]["state"]["terminated"]
+def terminated(pod_status: dict[str, Any]) -> dict[str, Any]:
+    return cast(dict[str, Any], pod_status["containerStatuses"][0]["state"]["terminated"])
 
 
 def test_pods_succeed_and_fail_with_exit_codes(
@@ -47,7 +48,7 @@ def test_env_from_secrets_config_maps_and_fields(
     test_cluster: TestCluster, cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "LITERAL", "value": "plain"},
         {"name": "EXPANDED", "value": "$(LITERAL)-more"},
         {"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "dsn"}}},
@@ -132,7 +133,9 @@ def test_kill_helper_reports_oom_and_restart_policy_applies(
     assert last["exitCode"] == 137 and restarted["phase"] == "Running"
 
 
-def test_node_loss_fails_the_pod_for_good(test_cluster: TestCluster, cluster_namespace: str) -> None:
+def test_node_loss_fails_the_pod_for_good(
+    test_cluster: TestCluster, cluster_namespace: str,
+) -> None:
     ns = cluster_namespace
     loop = "while true; do sleep 0.1; done"
     test_cluster.kubectl("apply", "-n", ns, "-f", "-",

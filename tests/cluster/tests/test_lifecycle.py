@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tests.cluster.fixtures import TestCluster
 
@@ -18,7 +19,8 @@ def uid(cluster: TestCluster, namespace: str, what: str) -> str:
 
 
 def owned_configmap(name: str, owner_name: str, owner_uid: str, *, block: bool = False) -> str:
-    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": owner_name, "uid": owner_uid}
+    ref: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "name": owner_name,
+                           "uid": owner_uid}
     if block:
         ref["blockOwnerDeletion"] = True
     return json.dumps({"apiVersion": "v1", "kind": "ConfigMap",

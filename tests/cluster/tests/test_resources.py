@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import pytest
 
@@ -18,8 +19,9 @@ def crd(test_cluster: TestCluster) -> None:
                          "--timeout=10s")
 
 
-def get(cluster: TestCluster, namespace: str, *what: str) -> dict:
-    return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
+def get(cluster: TestCluster, namespace: str, *what: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout
+    return cast(dict[str, Any], json.loads(out))
 
 
 @pytest.mark.usefixtures("crd")

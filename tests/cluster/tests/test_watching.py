@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
@@ -16,16 +17,34 @@ from kubernetes.client.exceptions import ApiException
 from tests.cluster.fixtures import TestCluster, scaled
 
 
+def api_client(cluster: TestCluster) -> client.ApiClient:
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig))
+    return api
+
+
+def configmap(name: str, labels: dict[str, str] | None = None) -> client.V1ConfigMap:
+    return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels=labels))
+
+
+def events(core: client.CoreV1Api, namespace: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    stream = watch.Watch()  # type: ignore[no-untyped-call]
+    yield from stream.stream(  # type: ignore[no-untyped-call]
+        core.list_namespaced_config_map, namespace, **kwargs)
+
+
 @pytest.fixture
 def core(test_cluster: TestCluster) -> Iterator[client.CoreV1Api]:
-    api = config.new_client_from_config(config_file=str(test_cluster.kubeconfig))
+    api = api_client(test_cluster)
     try:
         yield client.CoreV1Api(api)
     finally:
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
 
-def test_kubectl_wait_sees_a_later_change(test_cluster: TestCluster, cluster_namespace: str) -> None:
+def test_kubectl_wait_sees_a_later_change(
+    test_cluster: TestCluster, cluster_namespace: str,
+) -> None:
     ns = cluster_namespace
     test_cluster.kubectl("create", "configmap", "-n", ns, "flag", "--from-literal=state=off")
     waiter = subprocess.Popen(
@@ -33,7 +52,7 @@ def test_kubectl_wait_sees_a_later_change(test_cluster: TestCluster, cluster_nam
          "--for=jsonpath={.data.state}=on", f"--timeout={scaled(20):g}s"],
         env=test_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(0.3)  # let the waiter see the initial state and start watching
+    time.sleep(0.3)  # let the waiter read the initial state and start watching
     test_cluster.kubectl("patch", "-n", ns, "configmap/flag", "--type=merge",
                          "-p", '{"data": {"state": "on"}}')
     out, err = waiter.communicate(timeout=scaled(25))
@@ -45,25 +64,23 @@ def test_watch_resumes_from_resource_version(
     test_cluster: TestCluster, cluster_namespace: str, core: client.CoreV1Api,
 ) -> None:
     ns = cluster_namespace
-    first = core.create_namespaced_config_map(ns, {"metadata": {"name": "one"}})
+    first = core.create_namespaced_config_map(ns, configmap("one"))
+    assert first.metadata is not None
     start = first.metadata.resource_version
-    core.create_namespaced_config_map(ns, {"metadata": {"name": "two", "labels": {"x": "y"}}})
+    core.create_namespaced_config_map(ns, configmap("two", {"x": "y"}))
     core.patch_namespaced_config_map("one", ns, {"data": {"k": "v"}})
     core.delete_namespaced_config_map("two", ns)
 
     seen = []
-    stream = watch.Watch()
-    for event in stream.stream(core.list_namespaced_config_map, ns, resource_version=start,
-                               timeout_seconds=2):
+    for event in events(core, ns, resource_version=start, timeout_seconds=2):
         seen.append((event["type"], event["object"].metadata.name))
         if len(seen) == 3:
-            stream.stop()
+            break
     assert seen == [("ADDED", "two"), ("MODIFIED", "one"), ("DELETED", "two")]
 
-    selected = []
-    for event in stream.stream(core.list_namespaced_config_map, ns, resource_version=start,
-                               label_selector="x=y", timeout_seconds=1):
-        selected.append((event["type"], event["object"].metadata.name))
+    selected = [(e["type"], e["object"].metadata.name)
+                for e in events(core, ns, resource_version=start, label_selector="x=y",
+                                timeout_seconds=1)]
     assert selected == [("ADDED", "two"), ("DELETED", "two")]
 
 
@@ -90,32 +107,30 @@ def test_bookmarks_and_gone(fresh_cluster: TestCluster) -> None:
     assert error["object"]["reason"] == "Expired"
 
 
-def test_python_client_sees_conflicts_and_gone(
-    fresh_cluster: TestCluster,
-) -> None:
-    api = config.new_client_from_config(config_file=str(fresh_cluster.kubeconfig))
+def test_python_client_sees_conflicts_missing_and_gone(fresh_cluster: TestCluster) -> None:
+    api = api_client(fresh_cluster)
     core = client.CoreV1Api(api)
     try:
-        created = core.create_namespaced_config_map("default", {"metadata": {"name": "c"}})
+        created = core.create_namespaced_config_map("default", configmap("c"))
         core.patch_namespaced_config_map("c", "default", {"data": {"a": "1"}})
         created.data = {"a": "2"}
         with pytest.raises(ApiException) as conflict:
             core.replace_namespaced_config_map("c", "default", created)
         assert conflict.value.status == 409
-        assert json.loads(conflict.value.body)["reason"] == "Conflict"
+        assert json.loads(str(conflict.value.body))["reason"] == "Conflict"
         with pytest.raises(ApiException) as missing:
             core.read_namespaced_config_map("nope", "default")
         assert missing.value.status == 404
 
+        assert created.metadata is not None
         rv = created.metadata.resource_version
         fresh_cluster.compact()
         with pytest.raises(ApiException) as gone:
-            for _ in watch.Watch().stream(core.list_namespaced_config_map, "default",
-                                          resource_version=rv, timeout_seconds=2):
+            for _ in events(core, "default", resource_version=rv, timeout_seconds=2):
                 pass
         assert gone.value.status == 410
     finally:
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
 
 def test_many_watchers_get_every_event(test_cluster: TestCluster, cluster_namespace: str) -> None:
@@ -134,7 +149,7 @@ def test_many_watchers_get_every_event(test_cluster: TestCluster, cluster_namesp
     threads = [threading.Thread(target=follow, args=(r,)) for r in results]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)
+    time.sleep(0.3)  # the watches must be open before the creations
     items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm{i}"}}
              for i in range(10)]
     test_cluster.kubectl("create", "-n", ns, "-f", "-",
