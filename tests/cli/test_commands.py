@@ -151,3 +151,50 @@ def test_run_flow_executes_a_recorded_flow(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {"outcome": "completed", "result": "abcd"}
     missing = ergon("run-flow", "--flow-id", "nope", "--store", url, cwd=ROOT)
     assert missing.returncode == 2 and "no flow with id 'nope'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("flow", "input_json", "kind", "message"),
+    [
+        ("tests.processes.flows:Missing", "{}", "InvalidFlow", "has no attribute 'Missing'"),
+        ("no.such.module:Flow", "{}", "InvalidFlow", "cannot import module 'no.such.module'"),
+        (
+            "tests.processes.flows:Retrying",
+            '{"fail_attempts": 1}',
+            "InvalidInput",
+            "log: Field required",
+        ),
+    ],
+)
+def test_run_flow_records_flows_that_cannot_run(
+    tmp_path: Path, flow: str, input_json: str, kind: str, message: str
+) -> None:
+    import asyncio
+
+    import ergon as lib
+    from ergon.core.records import NewFlow
+
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+
+    async def record() -> None:
+        store = lib.open_store(url)
+        try:
+            await store.create_flow(NewFlow("bad-1", flow, input_json))
+        finally:
+            await store.close()
+
+    async def status() -> lib.FlowStatus:
+        store = lib.open_store(url)
+        try:
+            return await lib.Client(store).status("bad-1")
+        finally:
+            await store.close()
+
+    asyncio.run(record())
+    result = ergon("run-flow", "--flow-id", "bad-1", "--store", url, cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    recorded = asyncio.run(status())
+    assert recorded.state == "failed" and recorded.error is not None
+    assert (recorded.error.type, recorded.error.retryable) == (kind, False)
+    assert message in recorded.error.message

@@ -24,11 +24,20 @@ from ergon.cli.common import (
     with_store,
 )
 from ergon.core import codec
-from ergon.core.errors import FlowCancelledError, FlowFailed, FlowLoadError, FlowNotFoundError
+from ergon.core.children import outcome_of
+from ergon.core.errors import (
+    FlowCancelledError,
+    FlowError,
+    FlowFailed,
+    FlowLoadError,
+    FlowNotFoundError,
+)
 from ergon.core.executor import Executor
 from ergon.core.flow import Flow, load_flow
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended
+from ergon.core.records import FlowEnd, FlowStatus
 from ergon.core.store import Store
+from ergon.distributed.client import end_flow
 from ergon.distributed.runner import run as run_flow_to_end
 
 EXIT_FAILED = 1
@@ -93,22 +102,36 @@ def run_flow(
         status = await active.get_flow(flow_id)
         if status is None:
             raise FlowNotFoundError(f"no flow with id {flow_id!r} in {store_url(store)}")
-        cls = load_flow(status.flow)
+        if status.is_terminal:
+            return outcome_of(status)
         try:
-            instance = cls.model_validate_json(status.input)
+            instance = load_flow(status.flow).model_validate_json(status.input)
+        except FlowLoadError as exc:
+            return await _cannot_run(active, status, "InvalidFlow", str(exc))
         except pydantic.ValidationError as exc:
-            fail(f"invalid input for flow {status.flow}:\n{validation_message(exc)}")
-        return await Executor(flow_id, instance, active).execute()
+            message = f"invalid input for flow {status.flow}:\n{validation_message(exc)}"
+            return await _cannot_run(active, status, "InvalidInput", message)
+        return await Executor(flow_id, instance, active, flow_retries=True).execute()
 
     outcome = run_async(lambda: with_store(store_url(store), go))
     print(json.dumps(describe(outcome)), flush=True)
     match outcome:
+        case Failed(error=error) if error.type in ("InvalidFlow", "InvalidInput"):
+            err.print(f"[bold red]error:[/] {error.message}", soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE)
         case Failed():
             raise typer.Exit(EXIT_FAILED)
         case Cancelled():
             raise typer.Exit(3)
         case _:
             return
+
+
+async def _cannot_run(store: Store, status: FlowStatus, kind: str, message: str) -> Outcome:
+    """Record that this flow cannot run here (not retryable), so whoever watches it learns why."""
+    error = FlowError(kind, message, False)
+    await end_flow(store, status, FlowEnd("failed", error=error), owner="ergon run-flow")
+    return Failed(error)
 
 
 def describe(outcome: Outcome) -> dict[str, object]:

@@ -13,7 +13,14 @@ from ergon.core.children import outcome_of
 from ergon.core.errors import FlowNotFoundError
 from ergon.core.flow import Flow, entry_point
 from ergon.core.outcomes import Outcome
-from ergon.core.records import FLOW_STATES, FlowState, FlowStatus, NewFlow, StepRecord
+from ergon.core.records import (
+    FLOW_STATES,
+    FlowEnd,
+    FlowState,
+    FlowStatus,
+    NewFlow,
+    StepRecord,
+)
 from ergon.core.store import Store
 
 POLL_SECONDS = 1.0
@@ -115,3 +122,17 @@ class Client:
         """The flow's recorded steps in position order."""
         await self.status(flow_id)
         return await self.store.load_steps(str(flow_id))
+
+
+async def end_flow(store: Store, flow: FlowStatus, end: FlowEnd, *, owner: str) -> FlowStatus:
+    """End a flow from outside an executor (a flow that cannot run, a deadline, a cancellation
+    on behalf of a dead worker): take the flow over, which fences out any executor still alive,
+    then record `end`. A flow that already ended is returned unchanged.
+    """
+    opened = await store.open_flow(
+        NewFlow(flow.id, flow.flow, flow.input, "running", flow.version, flow.parent_id),
+        owner=owner,
+    )
+    if opened.lease is None:
+        return opened.flow
+    return await store.finish_flow(flow.id, end, epoch=opened.lease.epoch)

@@ -1,0 +1,107 @@
+"""The worker pod of a FlowRun: what the operator creates to run (or resume) a flow.
+
+The pod runs the runtime's own single-flow entry point, `ergon run-flow --flow-id <uid>`, with
+the store DSN from a Secret. It satisfies the `restricted` Pod Security profile, never restarts
+in place (the operator decides about retries), and is owned by its FlowRun, so deleting the
+FlowRun garbage-collects it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ergon_operator.resources import (
+    API_VERSION,
+    ATTEMPT_LABEL,
+    FLOWRUN_LABEL,
+    SEQUENCE_LABEL,
+    FlowRun,
+)
+from ergon_operator.settings import Settings
+
+WORKER_UID = 10001
+MAX_NAME = 63
+
+
+def pod_name(run: FlowRun, sequence: int) -> str:
+    """`<flowrun>-<sequence>`, shortened to a valid 63-character name if needed."""
+    suffix = f"-{sequence}"
+    return run.name[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
+
+
+def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int) -> dict[str, Any]:
+    """The manifest of worker pod number `sequence` (pod-level attempt `attempt`)."""
+    template = run.pod_template
+    labels = {
+        **dict(template.get("labels") or {}),
+        "app.kubernetes.io/name": "ergon",
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/managed-by": "ergon-operator",
+        FLOWRUN_LABEL: run.name,
+        ATTEMPT_LABEL: str(attempt),
+        SEQUENCE_LABEL: str(sequence),
+    }
+    annotations = {**dict(template.get("annotations") or {}), "ergon.dev/flow-id": run.uid}
+    env: list[dict[str, Any]] = [
+        {
+            "name": "ERGON_STORE",
+            "valueFrom": {
+                "secretKeyRef": {"name": settings.store_secret, "key": settings.store_secret_key}
+            },
+        },
+        {"name": "ERGON_FLOWRUN", "value": run.name},
+        {"name": "ERGON_POD_ATTEMPT", "value": str(attempt)},
+        *list(template.get("env") or []),
+    ]
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": run.image or settings.worker_image,
+        "command": ["ergon", "run-flow", "--flow-id", run.uid],
+        "env": env,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+        },
+    }
+    if template.get("resources"):
+        container["resources"] = template["resources"]
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+    }
+    account = template.get("serviceAccountName") or settings.worker_service_account
+    if account:
+        spec["serviceAccountName"] = account
+    for key in ("nodeSelector", "tolerations"):
+        if template.get(key):
+            spec[key] = template[key]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(run, sequence),
+            "namespace": run.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "FlowRun",
+                    "name": run.name,
+                    "uid": run.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
