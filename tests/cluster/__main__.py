@@ -61,7 +61,9 @@ async def serve(args: argparse.Namespace) -> None:
     await cluster.start()
     bound: list[str] = []
     app = build_app(cluster, lambda: bound[0] if bound else f"{args.host}:{args.port}")
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    # handler_cancellation: a watch or log stream ends as soon as its client disconnects.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                           handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
     await site.start()

@@ -321,8 +321,8 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
             if event is None:
                 break
             await response.write(encode(event.type, event.obj))
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except ConnectionResetError:
+        pass  # the client went away; so does the watch
     finally:
         cluster.store.unwatch(stream)
     return response
@@ -419,7 +419,7 @@ async def pod_log(cluster: Cluster, request: web.Request, target: Target) -> web
             limit_bytes=int(query["limitBytes"]) if query.get("limitBytes") else None,
         ):
             await response.write(chunk)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass
     return response
 

@@ -9,6 +9,7 @@ OpenAPI, ``/version``, health checks and the ``/testing/...`` hooks are answered
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -77,6 +78,9 @@ def build_app(cluster: Cluster, address: Callable[[], str]) -> web.Application:
         except ApiError as exc:
             status = exc.code
             return json_response(exc.status(), exc.code)
+        except asyncio.CancelledError:
+            status = 499  # the client went away (a watch or log stream ended by its reader)
+            raise
         except web.HTTPException:
             raise
         except Exception as exc:
