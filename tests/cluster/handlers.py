@@ -12,34 +12,27 @@ import asyncio
 import base64
 import json
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import yaml
 from aiohttp import web
 
-from . import protobuf
+from . import subresources
 from .cluster import Cluster
+from .codec import Target, json_response, read_body, request_options, truthy, wants_table
 from .errors import ApiError, bad_request, method_not_allowed, not_found, unsupported_media_type
 from .patching import (
     APPLY_PATCH,
     JSON_PATCH,
     MERGE_PATCH,
     STRATEGIC_PATCH,
-    PatchError,
-    json_patch,
-    merge_patch,
 )
 from .registry import DeleteOptions, Options
 from .resources import ResourceType
 from .selectors import (
     fields_match,
-    format_selector,
     labels_match,
     parse_field_selector,
     parse_label_selector,
-    selector_from_label_selector,
 )
 from .store import Event, name_of, namespace_of
 from .tables import to_table
@@ -47,63 +40,6 @@ from .tables import to_table
 JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 _PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, APPLY_PATCH)
-
-
-@dataclass(frozen=True)
-class Target:
-    rtype: ResourceType
-    namespace: str | None  # None: all namespaces (or cluster-scoped)
-    name: str | None
-    subresource: str
-
-
-def truthy(value: str | None) -> bool:
-    return (value or "").lower() in ("true", "1", "yes")
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None,
-) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")), status=status,
-                        content_type="application/json", headers=headers)
-
-
-def wants_table(request: web.Request) -> bool:
-    return "as=Table" in request.headers.get("Accept", "")
-
-
-def request_options(request: web.Request) -> Options:
-    query = request.query
-    agent = request.headers.get("User-Agent", "unknown")
-    manager = query.get("fieldManager") or agent.split("/", 1)[0] or "unknown"
-    validation = query.get("fieldValidation") or "Ignore"
-    if validation not in ("Ignore", "Warn", "Strict"):
-        raise bad_request(f"fieldValidation must be Ignore, Warn or Strict, not {validation!r}")
-    return Options(field_manager=manager, field_validation=validation,
-                   dry_run=bool(query.get("dryRun")), force=truthy(query.get("force")))
-
-
-async def read_body(cluster: Cluster, request: web.Request) -> Any:
-    raw = await request.read()
-    content_type = request.content_type
-    if not raw:
-        return None
-    if content_type == protobuf.CONTENT_TYPE:
-        schema = cluster.protobuf_schema()
-        if schema is None:
-            raise unsupported_media_type(content_type, ["application/json", "application/yaml"])
-        try:
-            return protobuf.decode_body(raw, schema)
-        except protobuf.ProtobufError as exc:
-            raise bad_request(f"error decoding protobuf body: {exc}") from exc
-    if "protobuf" in content_type or "cbor" in content_type:
-        raise unsupported_media_type(content_type, ["application/json", "application/yaml"])
-    try:
-        if content_type in (APPLY_PATCH, "application/yaml"):
-            return yaml.safe_load(raw)
-        return json.loads(raw)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise bad_request(f"error decoding request body: {exc}") from exc
 
 
 def _respond(cluster: Cluster, target: Target, obj: JSON, options: Options,
@@ -119,12 +55,9 @@ def _respond(cluster: Cluster, target: Target, obj: JSON, options: Options,
 
 async def handle(cluster: Cluster, request: web.Request, target: Target) -> web.StreamResponse:
     method, rtype = request.method, target.rtype
-    if target.subresource == "log":
-        return await pod_log(cluster, request, target)
-    if target.subresource == "scale":
-        return await scale(cluster, request, target)
-    if target.subresource == "eviction":
-        return await evict(cluster, request, target)
+    special = subresources.HANDLERS.get(target.subresource)
+    if special is not None:
+        return await special(cluster, request, target)
     if target.subresource and target.subresource not in rtype.subresources:
         raise not_found(rtype.plural, target.name or "", rtype.group)
     if target.name is None:
@@ -392,108 +325,3 @@ async def delete_collection(cluster: Cluster, request: web.Request, target: Targ
         deleted.append(cluster.registry.present(target.rtype, result))
     return json_response({"kind": target.rtype.list_kind, "apiVersion": target.rtype.api_version,
                           "metadata": {"resourceVersion": str(cluster.store.rv)}, "items": deleted})
-
-
-# subresources
-
-
-async def pod_log(cluster: Cluster, request: web.Request, target: Target) -> web.StreamResponse:
-    if request.method != "GET" or target.rtype.kind != "Pod" or target.name is None:
-        raise method_not_allowed()
-    query = request.query
-    sink = cluster.kubelet.container_log(target.namespace or "", target.name,
-                                         query.get("container"), truthy(query.get("previous")))
-    since = None
-    if query.get("sinceSeconds"):
-        since = datetime.now(UTC) - timedelta(seconds=int(query["sinceSeconds"]))
-    elif query.get("sinceTime"):
-        since = datetime.fromisoformat(query["sinceTime"].replace("Z", "+00:00"))
-    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    try:
-        async for chunk in sink.stream(
-            follow=truthy(query.get("follow")),
-            tail=int(query["tailLines"]) if query.get("tailLines") else None,
-            since=since, timestamps=truthy(query.get("timestamps")),
-            limit_bytes=int(query["limitBytes"]) if query.get("limitBytes") else None,
-        ):
-            await response.write(chunk)
-    except ConnectionResetError:
-        pass
-    return response
-
-
-async def evict(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
-    if request.method != "POST" or target.rtype.kind != "Pod" or target.name is None:
-        raise method_not_allowed()
-    body = await read_body(cluster, request) or {}
-    raw = body.get("deleteOptions") or {}
-    options = DeleteOptions(grace_period=raw.get("gracePeriodSeconds"),
-                            precondition_uid=(raw.get("preconditions") or {}).get("uid"))
-    cluster.registry.delete(target.rtype, target.namespace or "", target.name, options)
-    return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                          "status": "Success", "code": 201}, 201)
-
-
-async def scale(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
-    rtype, name, namespace = target.rtype, target.name or "", target.namespace or ""
-    if "scale" not in rtype.subresources:
-        raise not_found(rtype.plural, name, rtype.group)
-    spec_path, status_path, selector_path = _scale_paths(rtype)
-    obj = cluster.registry.present(rtype, cluster.registry.get(rtype, namespace, name))
-    if request.method in ("PUT", "PATCH"):
-        options = request_options(request)
-        body = await read_body(cluster, request) or {}
-        current = _scale_object(obj, spec_path, status_path, selector_path)
-        if request.method == "PATCH":
-            try:
-                body = json_patch(current, body) if request.content_type == JSON_PATCH else \
-                    merge_patch(current, body)
-            except PatchError as exc:
-                raise ApiError(422, "Invalid", str(exc)) from exc
-        replicas = (body.get("spec") or {}).get("replicas")
-        if not isinstance(replicas, int):
-            raise bad_request("scale needs an integer spec.replicas")
-        updated = json.loads(json.dumps(obj))
-        _set_path(updated, spec_path, replicas)
-        obj = cluster.registry.present(rtype, cluster.registry.update(
-            rtype, namespace, name, updated, options))
-    return json_response(_scale_object(obj, spec_path, status_path, selector_path))
-
-
-def _scale_paths(rtype: ResourceType) -> tuple[str, str, str | None]:
-    if rtype.scale is not None:
-        return rtype.scale.spec_replicas, rtype.scale.status_replicas, rtype.scale.label_selector
-    return ".spec.replicas", ".status.replicas", None
-
-
-def _get_path(obj: Any, path: str) -> Any:
-    for part in path.strip(".").split("."):
-        obj = obj.get(part) if isinstance(obj, dict) else None
-    return obj
-
-
-def _set_path(obj: JSON, path: str, value: Any) -> None:
-    parts = path.strip(".").split(".")
-    for part in parts[:-1]:
-        obj = obj.setdefault(part, {})
-    obj[parts[-1]] = value
-
-
-def _scale_object(obj: JSON, spec_path: str, status_path: str, selector_path: str | None) -> JSON:
-    meta = obj["metadata"]
-    status: JSON = {"replicas": _get_path(obj, status_path) or 0}
-    if selector_path:
-        selector = _get_path(obj, selector_path)
-        if selector:
-            status["selector"] = selector
-    elif isinstance((obj.get("spec") or {}).get("selector"), dict):
-        status["selector"] = format_selector(selector_from_label_selector(obj["spec"]["selector"]))
-    return {
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                          "creationTimestamp") if k in meta},
-        "spec": {"replicas": _get_path(obj, spec_path) or 0},
-        "status": status,
-    }

@@ -128,7 +128,11 @@ class Registry:
 
     # create
 
-    def create(self, rtype: ResourceType, namespace: str, body: Any, options: Options) -> JSON:
+    def create(
+        self, rtype: ResourceType, namespace: str, body: Any, options: Options,
+        *, managed_fields: list[JSON] | None = None,
+    ) -> JSON:
+        """Create (POST); ``managed_fields`` are kept as given (a create by server-side apply)."""
         obj = self._decode(rtype, body)
         meta = obj["metadata"]
         namespace = self._settle_namespace(rtype, namespace, meta)
@@ -152,7 +156,10 @@ class Registry:
             raise already_exists(rtype.plural, name, rtype.group)
         if namespace:
             self._check_namespace_open(namespace)
-        ssa.record_update(None, obj, schema_node(rtype), manager=options.field_manager)
+        if managed_fields is None:
+            ssa.record_update(None, obj, schema_node(rtype), manager=options.field_manager)
+        elif managed_fields:
+            meta["managedFields"] = managed_fields
         self.strategies.after_write(rtype, obj)
         if options.dry_run:
             meta["resourceVersion"] = str(self.store.rv)
@@ -282,15 +289,8 @@ class Registry:
             if subresource:
                 raise not_found(rtype.plural, name, rtype.group)
             created = ssa.apply(None, config, node, manager=options.field_manager, force=True)
-            manager_entries = created["metadata"].get("managedFields")
-            obj = self.create(rtype, namespace, created, Options(
-                field_manager=options.field_manager, field_validation=options.field_validation,
-                dry_run=options.dry_run, warnings=options.warnings))
-            if manager_entries and not options.dry_run:
-                fixed = copy.deepcopy(obj)
-                fixed["metadata"]["managedFields"] = manager_entries
-                return self.store.put(rtype.storage_key, fixed)
-            return obj
+            entries = created["metadata"].get("managedFields") or []
+            return self.create(rtype, namespace, created, options, managed_fields=entries)
         live = self.present(rtype, live_stored)
         if rtype.has_status_subresource:
             if subresource == "status":
@@ -384,8 +384,6 @@ class Registry:
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
         if not isinstance(obj.get("metadata"), dict):
             obj["metadata"] = {}
-        if rtype.storage == "events" and rtype.group:
-            obj = events.to_core(obj)
         return obj
 
     def _settle_namespace(self, rtype: ResourceType, namespace: str, meta: JSON) -> str:

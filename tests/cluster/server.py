@@ -20,8 +20,9 @@ from aiohttp import web
 
 from . import discovery
 from .cluster import Cluster
+from .codec import Target, json_response
 from .errors import ApiError, bad_request, no_such_path
-from .handlers import Target, handle, json_response
+from .handlers import handle
 from .schemas import KUBERNETES_VERSION
 
 JSON = dict[str, Any]
