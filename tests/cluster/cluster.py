@@ -56,10 +56,10 @@ class Cluster:
         self.registry.crd_hook = complete_and_validate
         self.crds = CrdController(self.store, self.types)
         self.gc = GarbageCollector(self.store, self.registry, self.types)
-        pod_type = self.types.get("", "v1", "pods")
-        assert pod_type is not None
+        pod_type, event_type = self.types.get("", "v1", "pods"), self.types.get("", "v1", "events")
+        assert pod_type is not None and event_type is not None
         self.kubelet = Kubelet(
-            self.store, self.registry, pod_type, workdir=config.workdir,
+            self.store, self.registry, pod_type, event_type, workdir=config.workdir,
             base_env=self._pod_base_env(), restart_backoff=config.restart_backoff,
             max_backoff=config.max_restart_backoff,
         )

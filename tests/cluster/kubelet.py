@@ -31,6 +31,7 @@ from .builtins import NODE_NAME
 from .errors import ApiError, bad_request, not_found
 from .podenv import ConfigError, container_argv, container_env
 from .podlogs import ContainerLog
+from .podstatus import running, terminal, waiting
 from .registry import DeleteOptions, Options, Registry, timestamp
 from .resources import ResourceType
 from .store import Event, Store
@@ -79,12 +80,14 @@ class PodRunner:
 
 class Kubelet:
     def __init__(
-        self, store: Store, registry: Registry, pod_type: ResourceType, *, workdir: Path,
+        self, store: Store, registry: Registry, pod_type: ResourceType,
+        event_type: ResourceType, *, workdir: Path,
         base_env: dict[str, str], restart_backoff: float = 1.0, max_backoff: float = 30.0,
     ) -> None:
         self._store = store
         self._registry = registry
         self._pod_type = pod_type
+        self._event_type = event_type
         self._workdir = workdir
         self._base_env = base_env
         self._restart_backoff = restart_backoff
@@ -117,9 +120,14 @@ class Kubelet:
                 return
             runner = PodRunner(uid, meta["namespace"], meta["name"])
             self._runners[uid] = runner
+            self._record(runner, "Scheduled", f"Successfully assigned {runner.namespace}/"
+                         f"{runner.name} to {NODE_NAME}", component="default-scheduler")
             runner.task = asyncio.get_running_loop().create_task(self._lifecycle(runner))
             return
         if meta.get("deletionTimestamp"):
+            if runner.stop_deadline is None and runner.process is not None:
+                container = event.obj["spec"]["containers"][0]["name"]
+                self._record(runner, "Killing", f"Stopping container {container}")
             self._request_stop(runner, grace=int(meta.get("deletionGracePeriodSeconds") or 0))
             runner.wake.set()
 
@@ -145,12 +153,13 @@ class Kubelet:
                 env = container_env(self._store, pod, container, self._base_env)
                 argv = container_argv(container, env)
             except ConfigError as exc:
-                self._set_status(runner, _waiting, pod, "CreateContainerConfigError", str(exc),
+                self._set_status(runner, waiting, pod, "CreateContainerConfigError", str(exc),
                                  restarts)
+                self._record(runner, "Failed", f"Error: {exc}", warning=True)
                 await self._sleep(runner, None)
                 continue
             if not argv:
-                self._set_status(runner, _waiting, pod, "CreateContainerError",
+                self._set_status(runner, waiting, pod, "CreateContainerError",
                                  "the test cluster has no images: set the container's command",
                                  restarts)
                 await self._sleep(runner, None)
@@ -164,20 +173,22 @@ class Kubelet:
             if pod is None:
                 return
             if kill is not None and (kill.pod_reason or kill.delete):
-                self._set_status(runner, _terminal, pod, terminated, restarts, kill.pod_reason,
+                self._set_status(runner, terminal, pod, terminated, restarts, kill.pod_reason,
                                  kill.message)
                 if kill.delete:
                     self._force_delete(runner)
                 return
             policy = pod["spec"].get("restartPolicy", "Always")
             if _deleting(pod) or policy == "Never" or (policy == "OnFailure" and exit_code == 0):
-                self._set_status(runner, _terminal, pod, terminated, restarts, "", "")
+                self._set_status(runner, terminal, pod, terminated, restarts, "", "")
                 return
             restarts += 1
             message = (f"back-off {backoff:g}s restarting failed container={container['name']} "
                        f"pod={runner.name}_{runner.namespace}({runner.uid})")
-            self._set_status(runner, _waiting, pod, "CrashLoopBackOff", message, restarts,
+            self._set_status(runner, waiting, pod, "CrashLoopBackOff", message, restarts,
                              terminated)
+            self._record(runner, "BackOff", f"Back-off restarting failed container "
+                         f"{container['name']} in pod {runner.name}", warning=True)
             await self._sleep(runner, backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
@@ -200,7 +211,8 @@ class Kubelet:
             return 128, "StartError", started
         runner.process = process
         log.debug("pod %s/%s: started pid %d: %s", runner.namespace, runner.name, process.pid, argv)
-        self._set_status(runner, _running, pod, started, process.pid, restarts)
+        self._set_status(runner, running, pod, started, process.pid, restarts)
+        self._record(runner, "Started", f"Started container {container['name']}")
         if runner.stop_deadline is not None:  # deleted while starting
             self._start_stop(runner)
         reader = asyncio.get_running_loop().create_task(_pump(process, runner.log))
@@ -352,6 +364,24 @@ class Kubelet:
                                   Options(field_manager=_MANAGER), "status")
 
 
+    def _record(self, runner: PodRunner, reason: str, message: str, *, warning: bool = False,
+                component: str = "kubelet") -> None:
+        """Post a core/v1 Event about the pod, as the kubelet and scheduler do."""
+        stamp = timestamp()
+        event = {
+            "metadata": {"generateName": f"{runner.name}.", "namespace": runner.namespace},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": runner.namespace,
+                               "name": runner.name, "uid": runner.uid},
+            "reason": reason, "message": message, "type": "Warning" if warning else "Normal",
+            "source": {"component": component, "host": NODE_NAME}, "count": 1,
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "reportingComponent": component,
+            "reportingInstance": NODE_NAME,
+        }
+        with contextlib.suppress(ApiError):
+            self._registry.create(self._event_type, runner.namespace, event,
+                                  Options(field_manager=component))
+
+
 async def _pump(process: asyncio.subprocess.Process, sink: ContainerLog) -> None:
     assert process.stdout is not None
     try:
@@ -370,93 +400,3 @@ def _kill_group(process: asyncio.subprocess.Process | None, sig: signal.Signals)
 
 def _deleting(pod: JSON) -> bool:
     return bool(pod["metadata"].get("deletionTimestamp"))
-
-
-# status builders
-
-
-def _base(status: JSON, pod: JSON) -> None:
-    status.setdefault("startTime", timestamp())
-    status["hostIP"] = "127.0.0.1"
-    status["hostIPs"] = [{"ip": "127.0.0.1"}]
-    status.setdefault("qosClass", "BestEffort")
-
-
-def _conditions(status: JSON, *, ready: bool, reason: str = "") -> None:
-    stamp = timestamp()
-    previous = {c.get("type"): c for c in status.get("conditions") or []}
-    out = []
-    for kind, value in (("PodReadyToStartContainers", True), ("Initialized", True),
-                        ("Ready", ready), ("ContainersReady", ready), ("PodScheduled", True)):
-        text = "True" if value else "False"
-        old = previous.get(kind)
-        if old is not None and old.get("status") == text:
-            out.append(old)
-            continue
-        condition = {"type": kind, "status": text, "lastProbeTime": None,
-                     "lastTransitionTime": stamp}
-        if not value and reason:
-            condition["reason"] = reason
-        out.append(condition)
-    status["conditions"] = out
-
-
-def _container_statuses(pod: JSON, state: JSON, restarts: int, ready: bool,
-                        last: JSON | None = None, container_id: str = "") -> list[JSON]:
-    """One entry per container; containers after the first mirror it (they are not run)."""
-    out = []
-    for container in pod["spec"].get("containers") or []:
-        entry: JSON = {
-            "name": container.get("name"), "image": container.get("image", ""),
-            "imageID": "", "ready": ready, "started": "running" in state,
-            "restartCount": restarts, "state": state,
-            "lastState": {"terminated": last} if last else {},
-        }
-        if container_id:
-            entry["containerID"] = container_id
-        out.append(entry)
-    return out
-
-
-def _waiting(status: JSON, pod: JSON, reason: str, message: str, restarts: int,
-             last: JSON | None = None) -> None:
-    _base(status, pod)
-    status["phase"] = "Running" if restarts else "Pending"
-    _conditions(status, ready=False, reason="ContainersNotReady")
-    status["containerStatuses"] = _container_statuses(
-        pod, {"waiting": {"reason": reason, "message": message}}, restarts, False, last)
-
-
-def _running(status: JSON, pod: JSON, started: str, pid: int, restarts: int) -> None:
-    _base(status, pod)
-    status["phase"] = "Running"
-    status["podIP"] = "127.0.0.1"
-    status["podIPs"] = [{"ip": "127.0.0.1"}]
-    _conditions(status, ready=True)
-    last = None
-    for entry in status.get("containerStatuses") or []:
-        last = (entry.get("lastState") or {}).get("terminated")
-        break
-    status["containerStatuses"] = _container_statuses(
-        pod, {"running": {"startedAt": started}}, restarts, True, last,
-        container_id=f"process://{pid}")
-
-
-def _terminal(status: JSON, pod: JSON, terminated: JSON, restarts: int, reason: str,
-              message: str) -> None:
-    _base(status, pod)
-    succeeded = terminated["exitCode"] == 0 and not reason
-    status["phase"] = "Succeeded" if succeeded else "Failed"
-    if reason:
-        status["reason"], status["message"] = reason, message
-    _conditions(status, ready=False, reason="PodCompleted" if succeeded else "PodFailed")
-    last = None
-    for entry in status.get("containerStatuses") or []:
-        last = (entry.get("lastState") or {}).get("terminated")
-        break
-    status["containerStatuses"] = _container_statuses(
-        pod, {"terminated": terminated}, restarts, False, last,
-        container_id=terminated.get("containerID", ""))
-
-
-__all__ = ["KILL_MODES", "NODE_NAME", "Kubelet"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import struct
 import zlib
@@ -132,9 +133,12 @@ def load_schema(kubectl: Path) -> Schema | None:
         raw = json.loads(cache.read_text())
         return {name: {int(k): v for k, v in fields.items()} for name, fields in raw.items()}
     schema = extract_schema(kubectl)
-    partial = cache.with_name(cache.name + ".partial")
-    partial.write_text(json.dumps(schema, separators=(",", ":")))
-    partial.replace(cache)
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(schema, separators=(",", ":")))
+        partial.replace(cache)
+    except OSError:  # a read-only location (a system kubectl): just do not cache
+        partial.unlink(missing_ok=True)
     return schema
 
 
