@@ -10,9 +10,9 @@ They follow kube-controller-manager's observable behaviour:
 - a terminating Namespace has its contents deleted, then its ``kubernetes`` finalizer removed;
 - a deleted CRD has its custom resources deleted, then its cleanup finalizer removed.
 
-Store events feed a queue (listeners must not block); one worker task drains it, so the
-controllers never race each other. Waiting is event-driven: each removal re-checks only the
-owners, namespaces and CRDs it can affect.
+Store events feed a queue (listeners must not block) that coalesces repeated work for the same
+key; one worker task drains it, so the controllers never race each other. Waiting is
+event-driven: each removal re-checks only the owners, namespaces and CRDs it can affect.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class GarbageCollector:
         self._types = types
         self._dependents: dict[str, set[str]] = {}  # owner uid -> dependent uids
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._queued: set[tuple[str, str]] = set()  # coalesces repeated work for one key
         self._terminating_namespaces: set[str] = set()
         self._terminating_crds: dict[str, str] = {}  # storage key of the CRs -> CRD name
         store.subscribe(self._on_event)
@@ -56,30 +57,35 @@ class GarbageCollector:
         for owner in new_owners - old_owners:
             self._dependents.setdefault(owner, set()).add(uid)
         if event.type == "ADDED" and new_owners:
-            self._queue.put_nowait(("owners", uid))
+            self._enqueue(("owners", uid))
         if event.type == "DELETED":
             for dependent in self._dependents.pop(uid, set()):
-                self._queue.put_nowait(("owners", dependent))
+                self._enqueue(("owners", dependent))
             for owner in old_owners:
-                self._queue.put_nowait(("foreground", owner))
+                self._enqueue(("foreground", owner))
             namespace = namespace_of(obj)
             if namespace in self._terminating_namespaces:
-                self._queue.put_nowait(("namespace", namespace))
+                self._enqueue(("namespace", namespace))
             if event.storage_key in self._terminating_crds:
-                self._queue.put_nowait(("crd", self._terminating_crds[event.storage_key]))
+                self._enqueue(("crd", self._terminating_crds[event.storage_key]))
             return
         if not meta.get("deletionTimestamp"):
             return
         finalizers = meta.get("finalizers") or []
         if FOREGROUND in finalizers:
-            self._queue.put_nowait(("foreground", uid))
+            self._enqueue(("foreground", uid))
         if ORPHAN in finalizers:
-            self._queue.put_nowait(("orphan", uid))
+            self._enqueue(("orphan", uid))
         if event.storage_key == "namespaces":
             self._terminating_namespaces.add(meta["name"])
-            self._queue.put_nowait(("namespace", meta["name"]))
+            self._enqueue(("namespace", meta["name"]))
         if event.storage_key == CRD_KEY and CLEANUP_FINALIZER in finalizers:
-            self._queue.put_nowait(("crd", meta["name"]))
+            self._enqueue(("crd", meta["name"]))
+
+    def _enqueue(self, item: tuple[str, str]) -> None:
+        if item not in self._queued:
+            self._queued.add(item)
+            self._queue.put_nowait(item)
 
     # the worker
 
@@ -90,6 +96,7 @@ class GarbageCollector:
         }
         while True:
             kind, key = await self._queue.get()
+            self._queued.discard((kind, key))
             try:
                 handlers[kind](key)
             except ApiError as exc:  # the object moved on meanwhile; a later event re-queues it

@@ -73,6 +73,7 @@ class PodRunner:
     log: ContainerLog | None = None
     previous_log: ContainerLog | None = None
     kill_request: KillRequest | None = None
+    needs_config: bool = False  # waiting for a Secret or ConfigMap to appear
     stop_deadline: float | None = None
     stop_task: asyncio.Task[None] | None = None
     task: asyncio.Task[None] | None = None
@@ -101,7 +102,7 @@ class Kubelet:
         if event.storage_key in ("secrets", "configmaps"):
             namespace = event.obj["metadata"].get("namespace")
             for waiting in self._runners.values():
-                if waiting.namespace == namespace:
+                if waiting.needs_config and waiting.namespace == namespace:
                     waiting.wake.set()
             return
         if event.storage_key != "pods":
@@ -156,7 +157,9 @@ class Kubelet:
                 self._set_status(runner, waiting, pod, "CreateContainerConfigError", str(exc),
                                  restarts)
                 self._record(runner, "Failed", f"Error: {exc}", warning=True)
+                runner.needs_config = True
                 await self._sleep(runner, None)
+                runner.needs_config = False
                 continue
             if not argv:
                 self._set_status(runner, waiting, pod, "CreateContainerError",
