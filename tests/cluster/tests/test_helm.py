@@ -6,7 +6,11 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.cluster.fixtures import TestCluster
+
+pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
 
 CHART = Path(__file__).parent / "charts" / "demo"
 

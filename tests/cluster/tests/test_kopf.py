@@ -12,6 +12,8 @@ import pytest
 
 from tests.cluster.fixtures import TestCluster, scaled, wait_for
 
+pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
+
 OPERATOR = Path(__file__).parent / "kopf_operator.py"
 CRD = Path(__file__).parent / "charts" / "demo" / "crds" / "widgets.yaml"
 

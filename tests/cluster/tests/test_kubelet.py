@@ -6,9 +6,13 @@ import json
 import time
 from typing import Any, cast
 
+import pytest
+
 from tests.cluster.fixtures import TestCluster, wait_for
 
 from .manifests import pod
+
+pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
 
 
 def status(cluster: TestCluster, namespace: str, name: str) -> dict[str, Any]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from tests.cluster.fixtures import TestCluster
+
+pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
 
 
 def exists(cluster: TestCluster, namespace: str, what: str) -> bool:

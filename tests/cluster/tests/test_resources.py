@@ -11,6 +11,8 @@ from tests.cluster.fixtures import TestCluster
 
 from .manifests import FLOWRUN_CRD, flowrun
 
+pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
+
 
 @pytest.fixture(scope="module")
 def crd(test_cluster: TestCluster) -> None:

@@ -16,6 +16,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.fixtures import TestCluster, scaled
 
+pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
+
 
 def api_client(cluster: TestCluster) -> client.ApiClient:
     api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
