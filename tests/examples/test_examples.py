@@ -82,3 +82,10 @@ def test_examples_are_importable_by_path() -> None:
     ):
         assert issubclass(ergon.load_flow(path), ergon.Flow)
     assert asyncio.iscoroutinefunction(OrderFlow.run)
+
+
+async def test_batch(store: ergon.Store) -> None:
+    from examples.batch import BatchFlow
+
+    result = await completes(store, BatchFlow(items=["a", "b"], seconds_per_item=0), "b")
+    assert result == {"processed": 2, "last": "b:ok"}
