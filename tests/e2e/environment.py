@@ -43,16 +43,22 @@ class Environment:
     kubectl_path: str
     store_url: str | None = None
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [self.kubectl_path, "-n", self.namespace, *args],
-            input=input, capture_output=True, text=True, env=self.kubectl_env,
-            timeout=scaled(timeout), check=False,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.kubectl_env,
+            timeout=scaled(timeout),
+            check=False,
+        )
         if check and result.returncode != 0:
+            command = " ".join(args)
             raise AssertionError(
-                f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+                f"kubectl {command} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
             )
         return result
 
@@ -69,9 +75,13 @@ class Environment:
     def wait_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait (with `kubectl wait`, i.e. a watch) until the FlowRun reaches `phase`."""
         result = self.kubectl(
-            "wait", f"flowrun/{name}", f"--for=jsonpath={{.status.phase}}={phase}",
-            f"--timeout={int(scaled(timeout))}s", check=False, timeout=timeout + 30,
-        )  # fmt: skip
+            "wait",
+            f"flowrun/{name}",
+            f"--for=jsonpath={{.status.phase}}={phase}",
+            f"--timeout={int(scaled(timeout))}s",
+            check=False,
+            timeout=timeout + 30,
+        )
         if result.returncode != 0:
             raise AssertionError(
                 f"FlowRun {name} did not reach {phase}: {json.dumps(self.status(name), indent=1)}\n"
@@ -119,9 +129,14 @@ class TestClusterEnvironment(Environment):
         self.store_url = f"{postgres_database()}?schema={fresh_schema()}"
         self.cluster.kubectl("create", "namespace", self.namespace)
         self.cluster.kubectl(
-            "-n", self.namespace, "create", "secret", "generic", STORE_SECRET,
+            "-n",
+            self.namespace,
+            "create",
+            "secret",
+            "generic",
+            STORE_SECRET,
             f"--from-literal=dsn={self.store_url}",
-        )  # fmt: skip
+        )
         self.cluster.helm(
             *helm_install_args(
                 namespace=self.namespace,
@@ -138,7 +153,7 @@ class TestClusterEnvironment(Environment):
         deployment = json.loads(
             self.kubectl(
                 "get", "deployment", "-l", "app.kubernetes.io/component=operator", "-o", "json"
-            ).stdout  # fmt: skip
+            ).stdout
         )["items"][0]
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["command"] == ["ergon-operator"], container["command"]
@@ -157,9 +172,12 @@ class TestClusterEnvironment(Environment):
     def start_operator(self) -> None:
         log = (self.home / "operator.log").open("ab")
         self.operator = subprocess.Popen(
-            [sys.executable, "-m", "ergon_operator"], cwd=ROOT, env=self.operator_env,
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, "-m", "ergon_operator"],
+            cwd=ROOT,
+            env=self.operator_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         port = self.operator_env["ERGON_HEALTH_PORT"]
         wait_for(lambda: _healthy(port), timeout=30, message="the operator's /healthz")
 
@@ -205,8 +223,9 @@ class RealClusterEnvironment(Environment):
         if while_down is not None:
             while_down()
         self.kubectl("scale", "deployment", "-l", selector, "--replicas=1")
-        self.kubectl("rollout", "status", "deployment", "-l", selector, "--timeout=180s",
-                     check=False)  # fmt: skip
+        self.kubectl(
+            "rollout", "status", "deployment", "-l", selector, "--timeout=180s", check=False
+        )
         time.sleep(2)
 
 

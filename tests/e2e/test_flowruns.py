@@ -49,8 +49,10 @@ def test_signal_by_patch_resumes_a_suspended_flow(k8s: Environment, name: str) -
     status = k8s.wait_phase(name, "Suspended")
     assert status["waitingFor"] == {"signal": "approval"}
     assert status["waiting"] == "signal:approval"
-    wait_for(lambda: all(p["status"]["phase"] != "Running" for p in k8s.pods(name)),
-             message="no worker pod left running")  # fmt: skip
+    wait_for(
+        lambda: all(p["status"]["phase"] != "Running" for p in k8s.pods(name)),
+        message="no worker pod left running",
+    )
     patch = {"spec": {"signals": {"approval": {"approved": True, "by": "ops"}}}}
     k8s.kubectl("patch", "flowrun", name, "--type", "merge", "-p", json.dumps(patch))
     status = k8s.wait_phase(name, "Succeeded")
@@ -90,16 +92,20 @@ def test_signals_for_missing_or_ended_flowruns(k8s: Environment, name: str) -> N
         status = body.get("status") or {}
         return status.get("phase", ""), status.get("message", "")
 
-    pending = wait_for(lambda: phase_of(f"{name}-early")[0] == "Pending" and phase_of(f"{name}-early"),
-                       message="the orphan signal to be Pending")  # fmt: skip
+    pending = wait_for(
+        lambda: phase_of(f"{name}-early")[0] == "Pending" and phase_of(f"{name}-early"),
+        message="the orphan signal to be Pending",
+    )
     assert "does not exist" in pending[1]
     k8s.apply(flowrun(name, "examples.approval:ApprovalFlow", {"request_id": "9"}))
     status = k8s.wait_phase(name, "Succeeded")  # the early signal is delivered once it appears
     assert status["result"] == "request 9 approved by early"
     late = dict(orphan, metadata={"name": f"{name}-late"})
     k8s.apply(late)
-    rejected = wait_for(lambda: phase_of(f"{name}-late")[0] == "Rejected" and phase_of(f"{name}-late"),
-                        message="the late signal to be Rejected")  # fmt: skip
+    rejected = wait_for(
+        lambda: phase_of(f"{name}-late")[0] == "Rejected" and phase_of(f"{name}-late"),
+        message="the late signal to be Rejected",
+    )
     assert "has ended (Succeeded)" in rejected[1]
 
 
@@ -124,11 +130,14 @@ def test_killed_pod_is_retried_without_rerunning_completed_steps(
             "examples.batch:BatchFlow",
             {"items": items, "seconds_per_item": 1.0},
             retry={"maxAttempts": 3, "backoffSeconds": 1, "maxBackoffSeconds": 5},
-        )  # fmt: skip
+        )
     )
     first = f"{name}-1"
-    wait_for(lambda: "processed b" in k8s.logs(first) if k8s.pods(name) else False,
-             timeout=60, message="two items processed")  # fmt: skip
+    wait_for(
+        lambda: "processed b" in k8s.logs(first) if k8s.pods(name) else False,
+        timeout=60,
+        message="two items processed",
+    )
     k8s.kill_pod(first)
     status = k8s.wait_phase(name, "Succeeded", timeout=90)
     assert status["result"] == {"processed": 4, "last": "d:ok"}
@@ -149,7 +158,7 @@ def test_retries_run_out(k8s: Environment, name: str) -> None:
             "examples.batch:BatchFlow",
             {"items": ["x"], "seconds_per_item": 30},
             retry={"maxAttempts": 2, "backoffSeconds": 0, "maxBackoffSeconds": 0},
-        )  # fmt: skip
+        )
     )
     for attempt in (1, 2):
         pod = f"{name}-{attempt}"
@@ -179,13 +188,32 @@ def test_invalid_flow_and_invalid_input_fail_clearly(k8s: Environment, name: str
 def test_schema_and_immutability_are_enforced_by_the_api_server(
     k8s: Environment, name: str
 ) -> None:
-    missing = k8s.kubectl("apply", "-f", "-", check=False, input=json.dumps(
-        {"apiVersion": "ergon.dev/v1alpha1", "kind": "FlowRun", "metadata": {"name": name},
-         "spec": {"input": {}}}))  # fmt: skip
+    missing = k8s.kubectl(
+        "apply",
+        "-f",
+        "-",
+        check=False,
+        input=json.dumps(
+            {
+                "apiVersion": "ergon.dev/v1alpha1",
+                "kind": "FlowRun",
+                "metadata": {"name": name},
+                "spec": {"input": {}},
+            }
+        ),
+    )
     assert missing.returncode != 0 and "spec.flow" in missing.stderr
     k8s.apply(flowrun(name, "examples.approval:ApprovalFlow", {"request_id": "1"}))
-    changed = k8s.kubectl("patch", "flowrun", name, "--type", "merge", "-p",
-                          json.dumps({"spec": {"flow": "examples.orders:OrderFlow"}}), check=False)  # fmt: skip
+    changed = k8s.kubectl(
+        "patch",
+        "flowrun",
+        name,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"spec": {"flow": "examples.orders:OrderFlow"}}),
+        check=False,
+    )
     assert changed.returncode != 0 and "immutable" in changed.stderr
     k8s.kubectl("delete", "flowrun", name, "--wait=true")
 
@@ -198,8 +226,13 @@ def test_cancel_by_patch_stops_the_flow_and_its_pod(k8s: Environment, name: str)
     k8s.kubectl("patch", "flowrun", name, "--type", "merge", "-p", '{"spec":{"cancel":true}}')
     status = k8s.wait_phase(name, "Cancelled")
     assert {c["type"]: c["status"] for c in status["conditions"]}["Succeeded"] == "False"
-    wait_for(lambda: all(p["status"]["phase"] != "Running" for p in k8s.pods(name)) or not k8s.pods(name),
-             timeout=60, message="the worker pod to stop")  # fmt: skip
+    wait_for(
+        lambda: (
+            all(p["status"]["phase"] != "Running" for p in k8s.pods(name)) or not k8s.pods(name)
+        ),
+        timeout=60,
+        message="the worker pod to stop",
+    )
 
 
 def test_delete_cancels_the_flow_and_is_not_blocked(k8s: Environment, name: str) -> None:
