@@ -426,7 +426,7 @@ class Registry:
     def _validate(self, rtype: ResourceType, obj: JSON, old: JSON | None) -> None:
         causes = self.strategies.validate(rtype, obj, old)
         if rtype.custom and rtype.schema is not None:
-            causes += validate_custom(schema_node(rtype), obj, old)
+            causes += validate_custom(SchemaNode(rtype.schema), obj, old)
         if rtype.kind == "CustomResourceDefinition" and self.crd_hook is not None:
             causes += self.crd_hook(obj, old)
         if causes:

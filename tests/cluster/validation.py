@@ -46,12 +46,15 @@ def validate_name(name: str, *, label: bool = False) -> list[Cause]:
 def validate_custom(node: SchemaNode, obj: JSON, old: JSON | None) -> list[Cause]:
     """Every schema and CEL violation of ``obj`` (``old`` is the stored object on updates)."""
     causes: list[Cause] = []
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    old_body = None if old is None else {
-        k: v for k, v in old.items() if k not in ("apiVersion", "kind", "metadata")
-    }
-    _validate(body, old_body if old is not None else _MISSING, node, "", causes, root=True)
+    old_body = _MISSING if old is None else _visible(old)
+    _validate(_visible(obj), old_body, node, "", causes, root=True)
     return causes
+
+
+def _visible(obj: JSON) -> JSON:
+    """The object as schemas and rules see it: of metadata, only name and generateName."""
+    meta = obj.get("metadata") or {}
+    return {**obj, "metadata": {k: meta[k] for k in ("name", "generateName") if k in meta}}
 
 
 def _kind_name(value: Any) -> str:

@@ -105,3 +105,14 @@ def test_human_age_and_json_path() -> None:
         "5s", "5m3s", "5h", "3d"]
     assert json_path({"a": [{"b": 1}, {"b": 2}]}, ".a[*].b") == [1, 2]
     assert json_path({"a": {"b.c": 3}}, ".a.b\\.c") == [3]
+
+
+def test_root_rules_see_the_name_but_no_other_metadata() -> None:
+    schema = {"type": "object", "x-kubernetes-validations": [
+        {"rule": "self.metadata.name.size() <= 5", "message": "short names only"},
+        {"rule": "!has(self.metadata.labels)", "message": "labels are hidden from rules"},
+    ]}
+    long_name = {"metadata": {"name": "too-long", "labels": {"a": "b"}}, "spec": {}}
+    causes = validate_custom(SchemaNode(schema), long_name, None)
+    assert [(c.field, c.message) for c in causes] == [
+        ("<nil>", 'Invalid value: "object": short names only')]
