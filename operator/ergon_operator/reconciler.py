@@ -198,7 +198,8 @@ class Reconciler:
         run = FlowRun.parse(run_body) if run_body is not None else None
         decision = decide_signal(signal, run, utcnow())
         if decision is None:
-            self._pending_signals.get(key, set()).discard(name)
+            if signal.phase != "Pending":
+                self._pending_signals.get(key, set()).discard(name)
             return
         if decision.deliver_to is not None:
             await ergon.Client(self.store).signal(

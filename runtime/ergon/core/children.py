@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ergon.core import codec, replay
 from ergon.core.branches import operation
-from ergon.core.context import FlowContext, Scope, flow_scope
+from ergon.core.context import FlowContext, Scope, flow_scope, internal
 from ergon.core.errors import ChildFlowError, FlowError
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, SuspendReason
 from ergon.core.records import FlowStatus, NewFlow, StepRecord, utcnow
@@ -102,6 +102,11 @@ async def _record_outcome(
 
 async def _queued_outcome(ctx: FlowContext, child: Flow, child_id: str) -> Outcome:
     """Under workers the child is queued (with the parent's version) and the parent waits."""
+    with internal():
+        return await _queue_child(ctx, child, child_id)
+
+
+async def _queue_child(ctx: FlowContext, child: Flow, child_id: str) -> Outcome:
     status = await ctx.store.get_flow(child_id)
     if status is None:
         new = NewFlow(

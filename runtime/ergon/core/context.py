@@ -9,6 +9,8 @@ durable operations it calls, and — inside a step body — the step being run.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,7 +123,10 @@ class FlowContext:
     async def save(self, step: StepRecord, *, consumes: int | None = None) -> None:
         """Checkpoint `step`; a refused write stops the whole execution."""
         try:
-            await self.store.save_step(self.flow_id, step, epoch=self.epoch, consumes=consumes)
+            with internal():
+                await self.store.save_step(
+                    self.flow_id, step, epoch=self.epoch, consumes=consumes
+                )
         except FencedError:
             self.interrupt = _Fenced()
             raise self.interrupt from None
@@ -170,6 +175,25 @@ def current_step() -> StepInfo:
     if scope is None or scope.step is None:
         raise FlowContextError("ergon.current_step() can only be called inside an @ergon.step")
     return scope.step
+
+
+@contextmanager
+def internal() -> Iterator[None]:
+    """Run Ergon's own machinery (store calls above all) without it counting as flow code.
+
+    Tasks created by the flow body take positions (see `branches`); tasks a store driver creates
+    while serving a checkpoint must not, or a live run and its replay would number steps
+    differently.
+    """
+    scope = _scope.get()
+    if scope is None or scope.internal:
+        yield
+        return
+    token = _scope.set(Scope(scope.flow, scope.sequence, scope.step, internal=True))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 def enter(scope: Scope) -> object:

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from ergon.core import branches, codec
 from ergon.core.children import outcome_of
-from ergon.core.context import FlowContext, Scope, Sequence, enter, leave
+from ergon.core.context import FlowContext, Scope, Sequence, enter, internal, leave
 from ergon.core.errors import FencedError, LeaseLost, _Fenced, _Interrupt
 from ergon.core.flow import Flow, FlowOptions, entry_point
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, SuspendReason
@@ -73,7 +73,8 @@ class Executor:
         Raises `ergon.LeaseLost` if another executor took the flow over meanwhile.
         """
         branches.install(asyncio.get_running_loop())
-        opened = await self._open()
+        with internal():  # an inline child's store calls run inside its parent's flow body
+            opened = await self._open()
         status = opened.flow
         if status.is_terminal:
             return outcome_of(status)
@@ -114,8 +115,10 @@ class Executor:
         """A flow resumes with the input it was started with, whatever instance was passed."""
         if recorded == self.flow.model_dump_json():
             return self.flow
-        log.warning("flow %s resumes with its recorded input, not the one passed", self.flow_id)
-        return type(self.flow).model_validate_json(recorded)
+        flow = type(self.flow).model_validate_json(recorded)
+        if flow != self.flow:
+            log.warning("flow %s resumes with its recorded input, not the one passed", self.flow_id)
+        return flow
 
     async def _run_body(self, ctx: FlowContext, flow: Flow) -> tuple[Any, BaseException | None]:
         token = enter(Scope(ctx, Sequence()))
@@ -173,7 +176,8 @@ class Executor:
 
     async def _end(self, ctx: FlowContext, end: FlowEnd) -> Outcome:
         try:
-            status = await self.store.finish_flow(self.flow_id, end, epoch=ctx.epoch)
+            with internal():
+                status = await self.store.finish_flow(self.flow_id, end, epoch=ctx.epoch)
         except FencedError:
             raise LeaseLost(f"flow {self.flow_id} was taken over by another executor") from None
         if end.state == "failed" and end.error is not None:
