@@ -7,28 +7,53 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import ergon
+from ergon.storage.postgres import PostgresStore
+from ergon.storage.redis import RedisStore
 
-BACKENDS = ["memory", "sqlite"]
+from tests.support.databases import drop_prefix, fresh_prefix, fresh_schema, postgres_database
+from tests.support.services import redis_url
+
+BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 
 
 @contextlib.asynccontextmanager
 async def open_backend(kind: str, tmp_path: Path) -> AsyncIterator[ergon.Store]:
-    """A fresh, empty store of `kind`, closed afterwards."""
+    """A fresh, empty store of `kind`, closed afterwards.
+
+    Postgres: a fresh schema in this test process's own database (dropped with it at exit).
+    Redis: a fresh key prefix, deleted afterwards.
+    """
     store: ergon.Store
+    cleanup = None
     if kind == "memory":
         store = ergon.MemoryStore()
     elif kind == "sqlite":
         store = ergon.SqliteStore(tmp_path / "ergon.db")
+    elif kind == "postgres":
+        store = PostgresStore(postgres_database(), schema=fresh_schema())
+    elif kind == "redis":
+        prefix = fresh_prefix()
+        store = RedisStore(redis_url(), prefix=prefix)
+        cleanup = drop_prefix(redis_url(), prefix)
     else:
         raise ValueError(f"unknown backend {kind}")
     try:
         yield store
     finally:
         await store.close()
+        if cleanup is not None:
+            await cleanup
 
 
 def backend_url(kind: str, tmp_path: Path) -> str:
-    """A URL for a store other processes can share (memory stores cannot be shared)."""
+    """A URL for a store other processes can share (memory stores cannot be shared).
+
+    Postgres and Redis URLs name a fresh schema / key prefix, so each call is a new, empty store.
+    """
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'ergon.db'}"
+    if kind == "postgres":
+        return f"{postgres_database()}?schema={fresh_schema()}"
+    if kind == "redis":
+        return f"{redis_url()}?prefix={fresh_prefix()}"
     raise ValueError(f"backend {kind} cannot be shared across processes")

@@ -60,21 +60,27 @@ def _sqlite(url: str, rest: str) -> SqliteStore:
 
 def _postgres(url: str) -> Store:
     try:
-        from ergon.storage.postgres import PostgresStore  # type: ignore[import-not-found]
+        from ergon.storage.postgres import PostgresStore
     except ImportError as exc:
         raise StoreUrlError(
             f"{url!r} needs the Postgres store: pip install 'ergon[postgres]' ({exc})"
         ) from exc
-    store: Any = PostgresStore(url)
+    try:
+        store: Any = PostgresStore(url)
+    except ValueError as exc:
+        raise StoreUrlError(f"Postgres URL {url!r}: {exc}") from exc
     return cast(Store, store)
 
 
 def _redis(url: str) -> Store:
     try:
-        from ergon.storage.redis import RedisStore  # type: ignore[import-not-found]
+        from ergon.storage.redis import RedisStore
     except ImportError as exc:
         raise StoreUrlError(
             f"{url!r} needs the Redis store: pip install 'ergon[redis]' ({exc})"
         ) from exc
-    store: Any = RedisStore(url)
+    try:
+        store: Any = RedisStore(url)
+    except ValueError as exc:
+        raise StoreUrlError(f"Redis URL {url!r}: {exc}") from exc
     return cast(Store, store)

@@ -1,0 +1,297 @@
+"""Connections for `PostgresStore`: the lazily created pool, error translation, and LISTEN.
+
+Errors: anything that means "the server cannot be reached or went away" (refused or timed-out
+connects, a connection dropped mid-query, the server shutting down or starting up) becomes a
+`StoreError` naming the host, port and database, what was being done, and what to check. Pooled
+connections that died with a restarted server are replaced by asyncpg on the next acquire, so the
+next call after the server is back works. Calls marked idempotent are retried once at once when
+they hit a connection that turned out to be dead, or a deadlock, so a server restart between two
+calls costs nothing.
+
+LISTEN holds a dedicated connection (a pooled one would lose its registration when returned).
+A watchdog re-establishes it after a connection loss and then bumps the notifier once: whatever
+was notified while it was away, waiters re-check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
+
+from ergon.core.errors import StoreError
+from ergon.core.store import Notifier
+from ergon.storage.postgres_schema import migrate
+
+T = TypeVar("T")
+log = logging.getLogger("ergon.storage.postgres")
+
+HEALTH_SECONDS = 10.0
+RECONNECT_MAX_DELAY = 2.0
+
+# The server is unreachable, went away, or is not accepting connections right now.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,  # includes "connection was closed in the middle of operation"
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+# Worth one immediate retry for an idempotent call.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    *_UNREACHABLE,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+_ANY_DRIVER_ERROR: tuple[type[BaseException], ...] = (*_TRANSIENT, asyncpg.PostgresError)
+_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
+
+def split_dsn(dsn: str) -> tuple[str, str | None]:
+    """The DSN without Ergon's own `schema` query option, and that option."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+def describe(dsn: str) -> str:
+    """host:port (database) for messages, without credentials."""
+    parts = urlsplit(dsn)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 5432
+    database = parts.path.lstrip("/") or parts.username or "postgres"
+    return f"{parts.hostname or 'localhost'}:{port} (database {database!r})"
+
+
+def store_error(exc: BaseException, *, where: str, what: str) -> StoreError:
+    """A `StoreError` for a driver or socket error, saying what to do about it."""
+    if isinstance(exc, StoreError):
+        return exc
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, TimeoutError):
+        return StoreError(
+            f"Postgres at {where} did not answer in time to {what} ({detail}). Check that the "
+            "server is up and reachable and not overloaded; the next call tries again."
+        )
+    if isinstance(exc, _UNREACHABLE):
+        return StoreError(
+            f"cannot reach Postgres at {where} to {what}: {detail}. Check that the server is "
+            "running and accepts connections at that host and port (and the DSN's "
+            "credentials); the store reconnects on the next call."
+        )
+    if isinstance(exc, _REFUSED):
+        return StoreError(f"Postgres at {where} refused the connection to {what}: {detail}")
+    return StoreError(f"Postgres at {where}: {what} failed: {detail}")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook. The store never changes session state (no SET, LISTEN or session
+    locks on pooled connections), so asyncpg's default reset query -- an extra round trip on
+    every release -- is skipped; open transactions are still rolled back by asyncpg."""
+
+
+class Connections:
+    """The pool of one store, created (and the schema migrated) on first use."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str,
+        max_size: int,
+        connect_timeout: float,
+        command_timeout: float | None,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.where = describe(dsn)
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def connect(self) -> asyncpg.Connection:
+        """A new connection outside the pool (the LISTEN connection)."""
+        try:
+            return await asyncpg.connect(
+                self.dsn,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+                server_settings={"application_name": "ergon-listen"},
+            )
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise store_error(exc, where=self.where, what="listen for notifications") from exc
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await self._open()
+        return self._pool
+
+    async def _open(self) -> asyncpg.Pool:
+        pool = asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.max_size,
+            timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+            reset=_keep_session,
+            server_settings={"application_name": "ergon"},
+        )
+        try:
+            await pool
+            async with pool.acquire() as conn:
+                applied = await migrate(conn, self.schema)
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise store_error(exc, where=self.where, what="open the store") from exc
+        if applied:
+            log.info(
+                "migrated Postgres schema %r at %s (%d migrations)",
+                self.schema,
+                self.where,
+                applied,
+            )
+        return pool
+
+    async def run(
+        self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]], *, idempotent: bool
+    ) -> T:
+        """Run `work` on a pooled connection, translating errors; idempotent work is retried
+        once on a dead connection or a deadlock."""
+        pool = self._pool or await self.pool()
+        try:
+            async with pool.acquire() as conn:
+                return await work(conn)
+        except _TRANSIENT as exc:
+            if not idempotent:
+                raise store_error(exc, where=self.where, what=what) from exc
+            first: BaseException = exc
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise store_error(exc, where=self.where, what=what) from exc
+        log.info("retrying %s on Postgres at %s after %r", what, self.where, first)
+        try:
+            async with pool.acquire() as conn:
+                return await work(conn)
+        except _ANY_DRIVER_ERROR as exc:
+            raise store_error(exc, where=self.where, what=what) from exc
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5.0)
+            except _UNREACHABLE:
+                pool.terminate()
+
+
+class Listener:
+    """LISTEN on one channel over a dedicated connection that survives server restarts."""
+
+    def __init__(self, connections: Connections, channel: str, notifier: Notifier) -> None:
+        self.connections = connections
+        self.channel = channel
+        self.notifier = notifier
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        await self._listen()
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _listen(self) -> None:
+        conn = await self.connections.connect()
+        try:
+            await conn.add_listener(self.channel, self._received)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._terminated)
+        self._lost.clear()
+        self._conn = conn
+
+    def _received(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        self.notifier.notify()
+
+    def _terminated(self, conn: object) -> None:
+        self._lost.set()
+
+    async def _watch(self) -> None:
+        while True:
+            if not self._lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), HEALTH_SECONDS)
+                if not self._lost.is_set() and await self._alive():
+                    continue
+            await self._reconnect()
+
+    async def _alive(self) -> bool:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            await conn.fetchval("SELECT 1", timeout=5.0)
+        except _ANY_DRIVER_ERROR:
+            return False
+        return True
+
+    async def _reconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+        delay = 0.05
+        while True:
+            try:
+                await self._listen()
+            except StoreError as exc:
+                log.debug("LISTEN connection to %s not back yet: %s", self.connections.where, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                continue
+            log.info("LISTEN connection to %s re-established", self.connections.where)
+            self.notifier.notify()  # notifications sent while away are lost: waiters re-check
+            return
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=5.0)
+            except _UNREACHABLE:
+                conn.terminate()

@@ -1,0 +1,391 @@
+"""`RedisStore`: flows, checkpoints and signals in Redis, through redis.asyncio.
+
+Every operation is one round trip: a Lua script for anything that reads and then writes (claims,
+leases, fencing, signals, state changes -- atomic because Redis runs a script alone), a plain
+HGETALL for reads. A step checkpoint is one EVALSHA that checks the epoch fence and writes the
+record (and consumes its signal) together. The key layout is in `ergon.storage.redis_scripts`.
+Nothing carries a TTL, so no live, suspended or finished flow ever expires.
+
+Durability depends on the server's persistence settings; the store's guarantees (a checkpoint
+that returned is never lost, a consumed signal is never delivered again, a fenced executor never
+writes) assume:
+
+* `appendonly yes` with `appendfsync always`: every script's writes are fsynced to the AOF
+  before the reply. Equal to the SQL stores (SQLite `synchronous=FULL`, Postgres
+  `synchronous_commit=on`).
+* With `appendfsync everysec` (Redis' default when AOF is on) a crash of Redis alone loses
+  nothing acknowledged, but a crash of the machine or power loss loses up to about a second of
+  acknowledged writes: finished steps run again, signals may be delivered again, a flow may go
+  back to an earlier state. With `appendfsync no` the kernel decides, typically ~30 s.
+* Without AOF (RDB snapshots only, or no persistence) a restart of Redis loses everything since
+  the last snapshot -- or everything.
+* `maxmemory-policy noeviction` (or a `volatile-*` policy: no key has a TTL): an `allkeys-*`
+  policy may evict live flows. The store logs a warning when it sees one.
+* Replication is asynchronous: a failover to a replica can lose the last acknowledged writes.
+
+Times come from the server's clock (`TIME`), so all workers judge leases by one clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+
+from ergon.core.codec import error_from_json, error_to_json, reason_from_json, reason_to_json
+from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError
+from ergon.core.records import (
+    TERMINAL_STATES,
+    FlowEnd,
+    FlowState,
+    FlowStatus,
+    Lease,
+    NewFlow,
+    OpenedFlow,
+    SignalRecord,
+    StepRecord,
+    key_tuple,
+    utcnow,
+)
+from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage.redis_connection import Connection, Subscriber, split_url
+from ergon.storage.redis_scripts import events_channel, flow_key, steps_key
+
+DEFAULT_PREFIX = "ergon:"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class RedisStore:
+    """A `Store` in Redis, all keys under `prefix` (several stores can share a database).
+
+    `url` is a `redis://[:password@]host:port/db`, `rediss://…` or `unix:///path?db=n` URL; its
+    query may set the prefix (`?prefix=orders:`). Nothing connects until the first call.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str | None = None,
+        connect_timeout: float = 10.0,
+        command_timeout: float | None = 60.0,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"RedisStore needs a redis://, rediss:// or unix:// URL, got {url!r}")
+        base, url_prefix = split_url(url)
+        self.prefix = prefix if prefix is not None else (url_prefix or DEFAULT_PREFIX)
+        if not self.prefix:
+            raise ValueError("the Redis key prefix cannot be empty")
+        self._redis = Connection(
+            base,
+            prefix=self.prefix,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
+        self._notifier = Notifier()
+        self._subscriber = Subscriber(self._redis, events_channel(self.prefix), self._notifier)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._redis.where}, prefix={self.prefix!r})"
+
+    async def notifier(self) -> Notifier:
+        await self._redis.client()
+        await self._subscriber.start()
+        return self._notifier
+
+    async def close(self) -> None:
+        await self._subscriber.close()
+        await self._redis.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- executing ------------------------------------------------------------------------
+
+    async def open_flow(self, new: NewFlow, *, owner: str) -> OpenedFlow:
+        outcome, fields, steps = await self._redis.call(
+            f"open flow {new.id}",
+            "open_flow",
+            [new.id, new.flow, new.input, new.version or "", new.parent_id or "", owner],
+            idempotent=True,  # a repeated take-over only moves the epoch once more
+        )
+        flow = _flow(fields)
+        if outcome == "mismatch":
+            raise FlowMismatchError(
+                f"flow id {new.id!r} is recorded as flow {flow.flow!r}, not {new.flow!r}"
+            )
+        if outcome == "ended":
+            return OpenedFlow(flow, [], None)
+        return OpenedFlow(flow, _steps(steps), Lease(new.id, flow.epoch, owner, None))
+
+    async def resume_flow(self, lease: Lease) -> OpenedFlow:
+        found = await self._redis.call(
+            f"resume flow {lease.flow_id}",
+            "resume_flow",
+            [lease.flow_id, lease.epoch],
+            idempotent=True,
+        )
+        if found is None:
+            raise FencedError(f"flow {lease.flow_id} is held under a newer epoch")
+        return OpenedFlow(_flow(found[0]), _steps(found[1]), lease)
+
+    async def save_step(
+        self, flow_id: str, step: StepRecord, *, epoch: int | None, consumes: int | None = None
+    ) -> None:
+        record = json.dumps(
+            [
+                step.name,
+                step.kind,
+                step.state,
+                step.attempts,
+                step.result,
+                error_to_json(step.error),
+                _us(step.started_at),
+                _us(step.completed_at),
+                _us(step.fire_at),
+                step.flow_attempt,
+                step.args_hash,
+            ],
+            separators=(",", ":"),
+        )
+        refused = await self._redis.call(
+            f"checkpoint step {step.key} of flow {flow_id}",
+            "save_step",
+            [flow_id, step.key, record, _opt(epoch), _opt(consumes)],
+            idempotent=True,  # the same record written again; the fence passes again
+        )
+        if refused == 2:
+            raise CancelRequestedError(f"flow {flow_id} is being cancelled")
+        if refused:
+            raise FencedError(
+                f"flow {flow_id} is held by another executor (epoch {epoch} is stale)"
+            )
+
+    async def finish_flow(self, flow_id: str, end: FlowEnd, *, epoch: int | None) -> FlowStatus:
+        terminal = end.state in TERMINAL_STATES
+        reply = await self._redis.call(
+            f"finish flow {flow_id}",
+            "finish_flow",
+            [
+                flow_id,
+                _opt(epoch),
+                end.state,
+                end.result or "",
+                error_to_json(end.error) or "",
+                "" if terminal else (reason_to_json(end.waiting_for) or ""),
+                _opt(_us(end.wake_at)) if end.state == "suspended" else "",
+                end.seen_events,
+                _opt(end.attempts),
+            ],
+            idempotent=True,  # the same end recorded again (a parent may be woken twice)
+        )
+        if reply[0]:
+            raise FencedError(f"flow {flow_id} is held by another executor")
+        self._notifier.notify()
+        return _flow(reply[1])
+
+    # --- records ----------------------------------------------------------------------------
+
+    async def create_flow(self, new: NewFlow) -> tuple[FlowStatus, bool]:
+        created, fields = await self._redis.call(
+            f"create flow {new.id}",
+            "create_flow",
+            [new.id, new.flow, new.input, new.state, new.version or "", new.parent_id or ""],
+            idempotent=False,  # a retry would report an unseen creation as "already there"
+        )
+        if created:
+            self._notifier.notify()
+        return _flow(fields), bool(created)
+
+    async def get_flow(self, flow_id: str) -> FlowStatus | None:
+        key = flow_key(self.prefix, flow_id)
+
+        async def read(client: aioredis.Redis) -> dict[str, str]:
+            fields: dict[Any, Any] = await client.hgetall(key)
+            return fields
+
+        fields = await self._redis.read(f"read flow {flow_id}", read)
+        return _flow(fields) if fields else None
+
+    async def list_flows(
+        self,
+        *,
+        state: FlowState | None = None,
+        flow: str | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+    ) -> list[FlowStatus]:
+        rows = await self._redis.call(
+            "list flows",
+            "list_flows",
+            [state or "", flow or "", parent_id or "", max(0, limit)],
+            idempotent=True,
+        )
+        return [_flow(fields) for fields in rows]
+
+    async def load_steps(self, flow_id: str) -> list[StepRecord]:
+        key = steps_key(self.prefix, flow_id)
+
+        async def read(client: aioredis.Redis) -> dict[str, str]:
+            fields: dict[Any, Any] = await client.hgetall(key)
+            return fields
+
+        return _steps(await self._redis.read(f"load the steps of flow {flow_id}", read))
+
+    # --- signals ----------------------------------------------------------------------------
+
+    async def send_signal(
+        self, flow_id: str, name: str, payload: str, signal_id: str | None = None
+    ) -> bool:
+        record = json.dumps([name, payload, signal_id, _us(utcnow())], separators=(",", ":"))
+        seq = await self._redis.call(
+            f"send signal {name!r} to flow {flow_id}",
+            "send_signal",
+            [flow_id, name, record, signal_id or ""],
+            # Without a signal_id a retry after an unseen success would queue it twice.
+            idempotent=signal_id is not None,
+        )
+        if seq:
+            self._notifier.notify()
+        return bool(seq)
+
+    async def next_signal(self, flow_id: str, name: str) -> SignalRecord | None:
+        found = await self._redis.call(
+            f"read signal {name!r} of flow {flow_id}",
+            "next_signal",
+            [flow_id, name],
+            idempotent=True,
+        )
+        if found is None:
+            return None
+        _, payload, signal_id, sent = json.loads(found[1])
+        return SignalRecord(int(found[0]), flow_id, name, payload, signal_id, _dt(sent))
+
+    # --- control ----------------------------------------------------------------------------
+
+    async def request_cancel(self, flow_id: str) -> FlowStatus | None:
+        reply = await self._redis.call(
+            f"cancel flow {flow_id}", "request_cancel", [flow_id], idempotent=True
+        )
+        if not reply:
+            return None
+        self._notifier.notify()
+        return _flow(reply[0])
+
+    async def claim_flows(
+        self, *, owner: str, version: str | None, lease_seconds: float, limit: int
+    ) -> Claimed:
+        reply = await self._redis.call(
+            "claim flows",
+            "claim_flows",
+            [owner, version or "", round(lease_seconds * 1e6), max(0, limit)],
+            # A claim whose reply was lost holds its flows until the leases run out.
+            idempotent=False,
+        )
+        claimed = []
+        for fields in reply[1:]:
+            flow = _flow(fields)
+            claimed.append((flow, Lease(flow.id, flow.epoch, owner, flow.lease_expires_at)))
+        return Claimed(claimed, _dt(int(reply[0])) if reply[0] else None)
+
+    async def renew_leases(
+        self, *, owner: str, leases: Sequence[Lease], lease_seconds: float
+    ) -> Renewal:
+        if not leases:
+            return Renewal()
+        args: list[Any] = [round(lease_seconds * 1e6)]
+        for lease in leases:
+            args += [lease.flow_id, lease.epoch]
+        lost, cancelling = await self._redis.call(
+            "renew leases", "renew_leases", args, idempotent=True
+        )
+        return Renewal(lost=set(lost), cancel_requested=set(cancelling))
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def _opt(value: object) -> object:
+    return "" if value is None else value
+
+
+def _us(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def _dt(value: int | str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def _dt_or_none(value: str | None) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def _fields(raw: Sequence[str] | dict[str, str]) -> dict[str, str]:
+    """A hash as a dict, from HGETALL (a dict) or from a script (a flat list)."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
+
+
+def _flow(raw: Sequence[str] | dict[str, str]) -> FlowStatus:
+    f = _fields(raw)
+    return FlowStatus(
+        id=f["id"],
+        flow=f["flow"],
+        state=f["state"],  # type: ignore[arg-type]
+        input=f["input"],
+        created_at=_dt(f["created"]),
+        updated_at=_dt(f["updated"]),
+        attempts=int(f["attempts"]),
+        version=f.get("version"),
+        parent_id=f.get("parent"),
+        result=f.get("result"),
+        error=error_from_json(f.get("error")),
+        waiting_for=reason_from_json(f.get("waiting")),
+        wake_at=_dt_or_none(f.get("wake")),
+        epoch=int(f["epoch"]),
+        lease_owner=f.get("owner"),
+        lease_expires_at=_dt_or_none(f.get("lease")),
+        cancel_requested="cancel" in f,
+        events=int(f["events"]),
+    )
+
+
+def _steps(raw: Sequence[str] | dict[str, str]) -> list[StepRecord]:
+    steps = []
+    for key, text in _fields(raw).items():
+        name, kind, state, attempts, result, error, started, completed, fire, attempt, digest = (
+            json.loads(text)
+        )
+        steps.append(
+            StepRecord(
+                key=key,
+                name=name,
+                state=state,
+                kind=kind,
+                attempts=attempts,
+                result=result,
+                error=error_from_json(error),
+                started_at=None if started is None else _dt(started),
+                completed_at=None if completed is None else _dt(completed),
+                fire_at=None if fire is None else _dt(fire),
+                flow_attempt=attempt,
+                args_hash=digest,
+            )
+        )
+    steps.sort(key=lambda s: key_tuple(s.key))
+    return steps
