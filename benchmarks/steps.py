@@ -10,8 +10,11 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import ergon
 
@@ -95,3 +98,97 @@ async def memory(n: int, rounds: int) -> StepResult:
     store = ergon.MemoryStore()
     results = [await ergon_per_step(store, n, f"round-{r}") for r in range(rounds)]
     return StepResult("memory", median(results), None, "-")
+
+
+# --- Postgres --------------------------------------------------------------------------------
+
+
+async def _postgres_floor(conn: Any, n: int) -> float:
+    """One INSERT per step, each its own transaction (autocommit), over one connection."""
+    run = str(time.monotonic_ns())
+    started = time.perf_counter()
+    for i in range(n):
+        await conn.execute("INSERT INTO floor VALUES ($1, $2, $3)", run, str(i), str(i))
+    return (time.perf_counter() - started) / n * 1e6
+
+
+async def postgres(n: int, rounds: int, server_dsn: str) -> StepResult:
+    """Ergon on Postgres beside INSERT + commit, in a database created for this run."""
+    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+    from ergon.storage.postgres import PostgresStore
+
+    database = f"ergon_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    dsn = urlunsplit(urlsplit(server_dsn)._replace(path=f"/{database}"))
+    store = PostgresStore(dsn)
+    floor = await asyncpg.connect(dsn)
+    try:
+        synchronous_commit = await floor.fetchval("SHOW synchronous_commit")
+        await floor.execute(
+            "CREATE TABLE floor (flow text, key text, result text, PRIMARY KEY (flow, key))"
+        )
+        await ergon_per_step(store, 10, "warmup")
+        await _postgres_floor(floor, 10)
+        ours, floors = [], []
+        for r in range(rounds):
+            ours.append(await ergon_per_step(store, n, f"round-{r}"))
+            floors.append(await _postgres_floor(floor, n))
+    finally:
+        await store.close()
+        await floor.close()
+        await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+        await admin.close()
+    return StepResult(
+        f"Postgres (synchronous_commit={synchronous_commit})",
+        median(ours),
+        median(floors),
+        f"INSERT + commit, one asyncpg connection, synchronous_commit={synchronous_commit}",
+    )
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+async def _redis_floor(client: Any, key: str, n: int) -> float:
+    """One HSET per step over one connection."""
+    started = time.perf_counter()
+    for i in range(n):
+        await client.hset(key, str(i), str(i))
+    return (time.perf_counter() - started) / n * 1e6
+
+
+async def redis(n: int, rounds: int, url: str) -> StepResult:
+    """Ergon on Redis beside one HSET per step, under a key prefix of this run's own."""
+    import redis.asyncio as aioredis
+    from ergon.storage.redis import RedisStore
+
+    prefix = f"ergon-bench:{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(url, prefix=prefix)
+    # The leanest redis-py setup: one connection, no per-command socket timeout (a wait_for).
+    floor = aioredis.Redis.from_url(
+        url, single_connection_client=True, decode_responses=True, socket_timeout=None
+    )
+    try:
+        config = await floor.config_get("append*")
+        durability = (
+            f"appendonly={config.get('appendonly')}, appendfsync={config.get('appendfsync')}"
+        )
+        await ergon_per_step(store, 10, "warmup")
+        await _redis_floor(floor, f"{prefix}floor", 10)
+        ours, floors = [], []
+        for r in range(rounds):
+            ours.append(await ergon_per_step(store, n, f"round-{r}"))
+            floors.append(await _redis_floor(floor, f"{prefix}floor:{r}", n))
+    finally:
+        await store.close()
+        keys = [key async for key in floor.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await floor.unlink(*keys)
+        await floor.aclose()
+    return StepResult(
+        f"Redis ({durability})",
+        median(ours),
+        median(floors),
+        f"HSET, one connection, {durability}",
+    )

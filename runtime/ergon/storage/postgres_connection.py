@@ -2,11 +2,10 @@
 
 Errors: anything that means "the server cannot be reached or went away" (refused or timed-out
 connects, a connection dropped mid-query, the server shutting down or starting up) becomes a
-`StoreError` naming the host, port and database, what was being done, and what to check. Pooled
-connections that died with a restarted server are replaced by asyncpg on the next acquire, so the
-next call after the server is back works. Calls marked idempotent are retried once at once when
-they hit a connection that turned out to be dead, or a deadlock, so a server restart between two
-calls costs nothing.
+`StoreError` naming the host, port and database, what was being done, and what to check. A
+pooled connection the server closed (a restart) is known closed to asyncpg before it is reused and
+is replaced, so the next call after the server is back works; calls marked idempotent are also
+retried once at once after a connection failure or a deadlock.
 
 LISTEN holds a dedicated connection (a pooled one would lose its registration when returned).
 A watchdog re-establishes it after a connection loss and then bumps the notifier once: whatever
@@ -26,6 +25,7 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
 from ergon.core.errors import StoreError
 from ergon.core.store import Notifier
+from ergon.storage.pooling import Pool
 from ergon.storage.postgres_schema import migrate
 
 T = TypeVar("T")
@@ -51,6 +51,8 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
 )
+# A call that ended like this leaves its connection in an unknown state.
+_IN_DOUBT: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_UNREACHABLE)
 _ANY_DRIVER_ERROR: tuple[type[BaseException], ...] = (*_TRANSIENT, asyncpg.PostgresError)
 _REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.InvalidCatalogNameError,
@@ -99,14 +101,16 @@ def store_error(exc: BaseException, *, where: str, what: str) -> StoreError:
     return StoreError(f"Postgres at {where}: {what} failed: {detail}")
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook. The store never changes session state (no SET, LISTEN or session
-    locks on pooled connections), so asyncpg's default reset query -- an extra round trip on
-    every release -- is skipped; open transactions are still rolled back by asyncpg."""
+async def _terminate(conn: asyncpg.Connection) -> None:
+    conn.terminate()
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    return not conn.is_closed() and not conn.is_in_transaction()
 
 
 class Connections:
-    """The pool of one store, created (and the schema migrated) on first use."""
+    """The connections of one store: a pool opened (and the schema migrated) on first use."""
 
     def __init__(
         self,
@@ -123,24 +127,19 @@ class Connections:
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool[asyncpg.Connection] | None = None
         self._opening: asyncio.Lock | None = None
 
-    async def connect(self) -> asyncpg.Connection:
-        """A new connection outside the pool (the LISTEN connection)."""
-        try:
-            return await asyncpg.connect(
-                self.dsn,
-                timeout=self.connect_timeout,
-                command_timeout=self.command_timeout,
-                server_settings={"application_name": "ergon-listen"},
-            )
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise store_error(exc, where=self.where, what="listen for notifications") from exc
+    async def connect(self, application: str = "ergon") -> asyncpg.Connection:
+        """A new connection (raises the driver's errors)."""
+        return await asyncpg.connect(
+            self.dsn,
+            timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+            server_settings={"application_name": application},
+        )
 
-    async def pool(self) -> asyncpg.Pool:
+    async def pool(self) -> Pool[asyncpg.Connection]:
         if self._pool is not None:
             return self._pool
         if self._opening is None:
@@ -150,24 +149,19 @@ class Connections:
                 self._pool = await self._open()
         return self._pool
 
-    async def _open(self) -> asyncpg.Pool:
-        pool = asyncpg.create_pool(
-            self.dsn,
-            min_size=1,
-            max_size=self.max_size,
-            timeout=self.connect_timeout,
-            command_timeout=self.command_timeout,
-            reset=_keep_session,
-            server_settings={"application_name": "ergon"},
+    async def _open(self) -> Pool[asyncpg.Connection]:
+        pool: Pool[asyncpg.Connection] = Pool(
+            connect=self.connect, disconnect=_terminate, usable=_usable, max_size=self.max_size
         )
         try:
-            await pool
-            async with pool.acquire() as conn:
+            conn = await pool.acquire()
+            try:
                 applied = await migrate(conn, self.schema)
-        except BaseException as exc:
-            pool.terminate()
-            if isinstance(exc, asyncio.CancelledError):
+            except BaseException:
+                await pool.discard(conn)
                 raise
+            pool.release(conn)
+        except _ANY_DRIVER_ERROR as exc:
             raise store_error(exc, where=self.where, what="open the store") from exc
         if applied:
             log.info(
@@ -183,30 +177,37 @@ class Connections:
     ) -> T:
         """Run `work` on a pooled connection, translating errors; idempotent work is retried
         once on a dead connection or a deadlock."""
-        pool = self._pool or await self.pool()
         try:
-            async with pool.acquire() as conn:
-                return await work(conn)
+            return await self._once(work)
         except _TRANSIENT as exc:
             if not idempotent:
                 raise store_error(exc, where=self.where, what=what) from exc
-            first: BaseException = exc
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise store_error(exc, where=self.where, what=what) from exc
-        log.info("retrying %s on Postgres at %s after %r", what, self.where, first)
-        try:
-            async with pool.acquire() as conn:
-                return await work(conn)
+            log.info("retrying %s on Postgres at %s after %r", what, self.where, exc)
         except _ANY_DRIVER_ERROR as exc:
             raise store_error(exc, where=self.where, what=what) from exc
+        try:
+            return await self._once(work)
+        except _ANY_DRIVER_ERROR as exc:
+            raise store_error(exc, where=self.where, what=what) from exc
+
+    async def _once(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        pool = self._pool or await self.pool()
+        conn = await pool.acquire()
+        try:
+            result = await work(conn)
+        except _IN_DOUBT:
+            await pool.discard(conn)  # mid-query: its state is unknown
+            raise
+        except BaseException:
+            pool.release(conn)  # a refused statement leaves an autocommit connection usable
+            raise
+        pool.release(conn)
+        return result
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), timeout=5.0)
-            except _UNREACHABLE:
-                pool.terminate()
+            await pool.close()
 
 
 class Listener:
@@ -231,7 +232,11 @@ class Listener:
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _listen(self) -> None:
-        conn = await self.connections.connect()
+        try:
+            conn = await self.connections.connect("ergon-listen")
+        except _ANY_DRIVER_ERROR as exc:
+            where = self.connections.where
+            raise store_error(exc, where=where, what="listen for notifications") from exc
         try:
             await conn.add_listener(self.channel, self._received)
         except BaseException:

@@ -34,8 +34,6 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-import redis.asyncio as aioredis
-
 from ergon.core.codec import error_from_json, error_to_json, reason_from_json, reason_to_json
 from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError
 from ergon.core.records import (
@@ -72,6 +70,7 @@ class RedisStore:
         url: str,
         *,
         prefix: str | None = None,
+        max_connections: int = 50,
         connect_timeout: float = 10.0,
         command_timeout: float | None = 60.0,
     ) -> None:
@@ -84,6 +83,7 @@ class RedisStore:
         self._redis = Connection(
             base,
             prefix=self.prefix,
+            max_connections=max_connections,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
         )
@@ -94,7 +94,7 @@ class RedisStore:
         return f"RedisStore({self._redis.where}, prefix={self.prefix!r})"
 
     async def notifier(self) -> Notifier:
-        await self._redis.client()
+        await self._redis.pool()
         await self._subscriber.start()
         return self._notifier
 
@@ -211,13 +211,9 @@ class RedisStore:
         return _flow(fields), bool(created)
 
     async def get_flow(self, flow_id: str) -> FlowStatus | None:
-        key = flow_key(self.prefix, flow_id)
-
-        async def read(client: aioredis.Redis) -> dict[str, str]:
-            fields: dict[Any, Any] = await client.hgetall(key)
-            return fields
-
-        fields = await self._redis.read(f"read flow {flow_id}", read)
+        fields = await self._redis.read(
+            f"read flow {flow_id}", "HGETALL", flow_key(self.prefix, flow_id)
+        )
         return _flow(fields) if fields else None
 
     async def list_flows(
@@ -237,13 +233,10 @@ class RedisStore:
         return [_flow(fields) for fields in rows]
 
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
-        key = steps_key(self.prefix, flow_id)
-
-        async def read(client: aioredis.Redis) -> dict[str, str]:
-            fields: dict[Any, Any] = await client.hgetall(key)
-            return fields
-
-        return _steps(await self._redis.read(f"load the steps of flow {flow_id}", read))
+        fields = await self._redis.read(
+            f"load the steps of flow {flow_id}", "HGETALL", steps_key(self.prefix, flow_id)
+        )
+        return _steps(fields)
 
     # --- signals ----------------------------------------------------------------------------
 

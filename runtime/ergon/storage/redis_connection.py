@@ -1,10 +1,10 @@
 """Connections for `RedisStore`: the client, its scripts, error translation, and pub/sub.
 
-redis-py's own retries are switched off: it would re-send a script whose reply was lost, and a
+redis-py's own retries are not used: it would re-send a script whose reply was lost, and a
 re-sent claim or signal is not harmless. Instead, calls the store marks idempotent are retried
-once at once after a connection error (a pooled connection that died with a restarted server);
-the pool reconnects by itself. Everything else that means "the server is not there" becomes a
-`StoreError` naming the host, port and database and what to check.
+once at once after a connection error; a pooled connection the server closed is replaced before
+it is reused, so the next call after a restart works. Everything that means "the server is not
+there" becomes a `StoreError` naming the host, port and database and what to check.
 
 Wake-ups arrive over pub/sub on a dedicated connection. Pub/sub forgets what was published while
 a subscriber was away, so after re-subscribing the listener bumps the notifier once and waiters
@@ -15,25 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection as RedisConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ergon.core.errors import StoreError
 from ergon.core.store import Notifier
-from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE, SCRIPTS, layout_key
+from ergon.storage.pooling import Pool
+from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, layout_key
 
-T = TypeVar("T")
 log = logging.getLogger("ergon.storage.redis")
 
 HEALTH_SECONDS = 10.0
@@ -45,6 +45,8 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 _ANY_ERROR: tuple[type[BaseException], ...] = (*_UNREACHABLE, RedisError)
+# A call that ended like this leaves its connection in an unknown state.
+_IN_DOUBT: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_UNREACHABLE)
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -87,69 +89,119 @@ def store_error(exc: BaseException, *, where: str, what: str) -> StoreError:
     return StoreError(f"Redis at {where}: {what} failed: {detail}")
 
 
+def _usable(conn: RedisConnection) -> bool:
+    # A connection the server closed has seen EOF in the event loop already; redis-py only
+    # finds out on the next read, so look at its stream (private; without it, assume usable:
+    # the retry of idempotent calls covers the rest).
+    reader = getattr(conn, "_reader", None)
+    return bool(conn.is_connected) and not (reader is not None and reader.at_eof())
+
+
+async def _disconnect(conn: RedisConnection) -> None:
+    with contextlib.suppress(*_ANY_ERROR):
+        await conn.disconnect(nowait=True)
+
+
 class Connection:
-    """The client of one store, created with its scripts on first use."""
+    """The connections of one store: a pool opened (and the layout checked) on first use.
+
+    Commands go straight to pooled redis-py connections (send, read): no per-command socket
+    probe, no client-side retry. Scripts are called by SHA and loaded when the server does not
+    know them (first use, or after a restart that emptied its script cache).
+    """
 
     def __init__(
-        self, url: str, *, prefix: str, connect_timeout: float, command_timeout: float | None
+        self,
+        url: str,
+        *,
+        prefix: str,
+        max_connections: int,
+        connect_timeout: float,
+        command_timeout: float | None,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.where = describe(url)
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self._client: aioredis.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        self.max_connections = max_connections
+        self._factory: aioredis.ConnectionPool | None = None
+        self._pool: Pool[RedisConnection] | None = None
         self._opening: asyncio.Lock | None = None
+        self._shas = {name: _sha(PRELUDE_FOR[name] + body) for name, body in SCRIPTS.items()}
 
     def new_client(self) -> aioredis.Redis:
+        """A redis-py client of its own (for pub/sub)."""
         client: aioredis.Redis = aioredis.Redis.from_url(
             self.url,
             decode_responses=True,
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.command_timeout,
+            socket_timeout=None,
         )
         return client
 
-    async def client(self) -> aioredis.Redis:
-        if self._client is not None:
-            return self._client
+    async def _connect(self) -> RedisConnection:
+        assert self._factory is not None
+        conn: RedisConnection = self._factory.make_connection()  # type: ignore[no-untyped-call, unused-ignore]
+        await conn.connect()  # type: ignore[no-untyped-call, unused-ignore]
+        return conn
+
+    async def pool(self) -> Pool[RedisConnection]:
+        if self._pool is not None:
+            return self._pool
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
-            if self._client is None:
-                self._client = await self._open()
-        return self._client
+            if self._pool is None:
+                self._pool = await self._open()
+        return self._pool
 
-    async def _open(self) -> aioredis.Redis:
-        client = self.new_client()
+    async def _open(self) -> Pool[RedisConnection]:
+        # socket_timeout None: the command timeout is applied around each call instead (one
+        # asyncio.timeout, rather than a wait_for task per send).
+        self._factory = aioredis.ConnectionPool.from_url(
+            self.url,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=None,
+        )
+        pool: Pool[RedisConnection] = Pool(
+            connect=self._connect,
+            disconnect=_disconnect,
+            usable=_usable,
+            max_size=self.max_connections,
+        )
         try:
-            await client.set(layout_key(self.prefix), LAYOUT_VERSION, nx=True)
-            layout = int(await client.get(layout_key(self.prefix)) or 0)
-            if layout > LAYOUT_VERSION:
-                raise StoreError(
-                    f"Redis keys under prefix {self.prefix!r} at {self.where} use layout "
-                    f"{layout}, newer than this ergon understands ({LAYOUT_VERSION}); upgrade "
-                    "ergon"
-                )
-            await self._check_persistence(client)
-        except BaseException as exc:
-            await client.aclose()
-            if isinstance(exc, asyncio.CancelledError):
+            conn = await pool.acquire()
+            try:
+                layout = await self._check_layout(conn)
+                await self._check_persistence(conn)
+            except BaseException:
+                await pool.discard(conn)
                 raise
+            pool.release(conn)
+        except _ANY_ERROR as exc:
             raise store_error(exc, where=self.where, what="open the store") from exc
-        self._scripts = {
-            name: client.register_script(PRELUDE + body) for name, body in SCRIPTS.items()
-        }
-        return client
+        if layout > LAYOUT_VERSION:
+            raise StoreError(
+                f"Redis keys under prefix {self.prefix!r} at {self.where} use layout "
+                f"{layout}, newer than this ergon understands ({LAYOUT_VERSION}); upgrade ergon"
+            )
+        return pool
 
-    async def _check_persistence(self, client: aioredis.Redis) -> None:
-        """Warn once when the server may evict keys or loses writes on restart (CONFIG may be
-        disabled on managed servers: then nothing is checked)."""
+    async def _check_layout(self, conn: RedisConnection) -> int:
+        key = layout_key(self.prefix)
+        await _command(conn, "SET", key, LAYOUT_VERSION, "NX")
+        return int(await _command(conn, "GET", key) or 0)
+
+    async def _check_persistence(self, conn: RedisConnection) -> None:
+        """Warn when the server may evict keys, note when it can lose acknowledged writes
+        (CONFIG may be disabled on managed servers: then nothing is checked)."""
         try:
-            config: dict[Any, Any] = await client.config_get("maxmemory-policy")
-            config.update(await client.config_get("append*"))
+            config = _fields(await _command(conn, "CONFIG", "GET", "maxmemory-policy"))
+            config.update(_fields(await _command(conn, "CONFIG", "GET", "append*")))
         except ResponseError:
             return
         policy = config.get("maxmemory-policy", "noeviction")
@@ -172,11 +224,15 @@ class Connection:
 
     async def call(self, what: str, script: str, args: list[Any], *, idempotent: bool) -> Any:
         """Run one of the store's scripts with ARGV = [prefix, *args]."""
-        if self._client is None:
-            await self.client()
-        argv = [self.prefix, *args]
+        return await self.run(what, ("EVALSHA", script, args), idempotent=idempotent)
+
+    async def read(self, what: str, *command: Any) -> Any:
+        """One plain read command, retried once after a connection error."""
+        return await self.run(what, command, idempotent=True)
+
+    async def run(self, what: str, command: tuple[Any, ...], *, idempotent: bool) -> Any:
         try:
-            return await self._scripts[script](args=argv)
+            return await self._once(command)
         except _UNREACHABLE as exc:
             if not idempotent:
                 raise store_error(exc, where=self.where, what=what) from exc
@@ -184,29 +240,70 @@ class Connection:
         except RedisError as exc:
             raise store_error(exc, where=self.where, what=what) from exc
         try:
-            return await self._scripts[script](args=argv)
+            return await self._once(command)
         except _ANY_ERROR as exc:
             raise store_error(exc, where=self.where, what=what) from exc
 
-    async def read(self, what: str, read: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        """A plain read, retried once after a connection error."""
-        client = self._client or await self.client()
+    async def _once(self, command: tuple[Any, ...]) -> Any:
+        pool = self._pool or await self.pool()
+        conn = await pool.acquire()
         try:
-            return await read(client)
-        except _UNREACHABLE:
+            async with asyncio.timeout(self.command_timeout):
+                if command[0] == "EVALSHA":
+                    result = await self._script(conn, command[1], command[2])
+                else:
+                    result = await _command(conn, *command)
+        except _IN_DOUBT:
+            await pool.discard(conn)  # mid-command: what it will read next is unknown
+            raise
+        except BaseException:
+            pool.release(conn)  # an error reply leaves the connection in step
+            raise
+        pool.release(conn)
+        return result
+
+    async def _script(self, conn: RedisConnection, name: str, args: list[Any]) -> Any:
+        sha = self._shas[name]
+        try:
+            return await _command(conn, "EVALSHA", sha, 0, self.prefix, *args)
+        except NoScriptError:
             pass
-        except RedisError as exc:
-            raise store_error(exc, where=self.where, what=what) from exc
-        try:
-            return await read(client)
-        except _ANY_ERROR as exc:
-            raise store_error(exc, where=self.where, what=what) from exc
+        await _command(conn, "SCRIPT", "LOAD", PRELUDE_FOR[name] + SCRIPTS[name])
+        return await _command(conn, "EVALSHA", sha, 0, self.prefix, *args)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        factory, self._factory = self._factory, None
+        if factory is not None:
             with contextlib.suppress(*_ANY_ERROR):
-                await client.aclose()
+                await factory.aclose()
+
+
+async def _command(conn: RedisConnection, *args: str | int) -> Any:
+    await conn.send_packed_command(_pack(args), check_health=False)
+    return await conn.read_response()
+
+
+def _pack(args: tuple[str | int, ...]) -> bytes:
+    """The RESP encoding of a command. redis-py's general packer (buffers, memoryviews, size
+    cut-offs) costs more than the checkpoint's own work; our arguments are only str and int."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = (arg if isinstance(arg, str) else str(arg)).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _fields(reply: Any) -> dict[str, Any]:
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
 
 
 class Subscriber:

@@ -306,6 +306,14 @@ end
 return out
 """
 
+# The checkpoint script runs for every step: it gets only the part of the prelude it uses.
+_SAVE_PRELUDE = """
+local P = ARGV[1]
+local function queue_key(id, name)
+  return P .. 'q:' .. string.len(id) .. ':' .. id .. ':' .. name
+end
+"""
+
 SCRIPTS: dict[str, str] = {
     "create_flow": CREATE_FLOW,
     "open_flow": OPEN_FLOW,
@@ -318,6 +326,11 @@ SCRIPTS: dict[str, str] = {
     "claim_flows": CLAIM_FLOWS,
     "renew_leases": RENEW_LEASES,
     "list_flows": LIST_FLOWS,
+}
+
+
+PRELUDE_FOR: dict[str, str] = {
+    name: _SAVE_PRELUDE if name == "save_step" else PRELUDE for name in SCRIPTS
 }
 
 
