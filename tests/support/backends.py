@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import ergon
 from ergon.storage.postgres import PostgresStore
@@ -24,7 +25,7 @@ async def open_backend(kind: str, tmp_path: Path) -> AsyncIterator[ergon.Store]:
     Redis: a fresh key prefix, deleted afterwards.
     """
     store: ergon.Store
-    cleanup = None
+    prefix = None
     if kind == "memory":
         store = ergon.MemoryStore()
     elif kind == "sqlite":
@@ -34,15 +35,20 @@ async def open_backend(kind: str, tmp_path: Path) -> AsyncIterator[ergon.Store]:
     elif kind == "redis":
         prefix = fresh_prefix()
         store = RedisStore(redis_url(), prefix=prefix)
-        cleanup = drop_prefix(redis_url(), prefix)
     else:
         raise ValueError(f"unknown backend {kind}")
     try:
         yield store
     finally:
         await store.close()
-        if cleanup is not None:
-            await cleanup
+        if prefix is not None:
+            await drop_prefix(redis_url(), prefix)
+
+
+def with_option(url: str, name: str, value: str) -> str:
+    parts = urlsplit(url)
+    query = urlencode([*parse_qsl(parts.query), (name, value)])
+    return urlunsplit(parts._replace(query=query))
 
 
 def backend_url(kind: str, tmp_path: Path) -> str:
@@ -53,7 +59,7 @@ def backend_url(kind: str, tmp_path: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'ergon.db'}"
     if kind == "postgres":
-        return f"{postgres_database()}?schema={fresh_schema()}"
+        return with_option(postgres_database(), "schema", fresh_schema())
     if kind == "redis":
-        return f"{redis_url()}?prefix={fresh_prefix()}"
+        return with_option(redis_url(), "prefix", fresh_prefix())
     raise ValueError(f"backend {kind} cannot be shared across processes")

@@ -14,9 +14,11 @@ import concurrent.futures
 import os
 import threading
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import redis.asyncio as aioredis
 
 from tests.support.services import postgres_dsn
@@ -29,11 +31,11 @@ def _with_database(dsn: str, database: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
-def _in_own_loop(coro_fn, *args):  # type: ignore[no-untyped-def]
+def _in_own_loop(work: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine to completion on a fresh loop in a helper thread (callable from sync
     code and from inside a running loop alike)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro_fn(*args)).result()
+        pool.submit(asyncio.run, work).result()
 
 
 async def _create(dsn: str, database: str) -> None:
@@ -65,7 +67,7 @@ def postgres_database(server: str | None = None) -> str:
     with _lock:
         if server not in _databases:
             database = f"ergon_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-            _in_own_loop(_create, server, database)
+            _in_own_loop(_create(server, database))
             atexit.register(_drop_at_exit, server, database)
             _databases[server] = _with_database(server, database)
         return _databases[server]
