@@ -220,6 +220,7 @@ class Listener:
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
 
     @property
     def started(self) -> bool:
@@ -228,8 +229,12 @@ class Listener:
     async def start(self) -> None:
         if self._task is not None:
             return
-        await self._listen()
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:  # several workers may ask for the notifier at once
+            if self._task is None:
+                await self._listen()
+                self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _listen(self) -> None:
         try:
@@ -256,7 +261,8 @@ class Listener:
         while True:
             if not self._lost.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._lost.wait(), HEALTH_SECONDS)
+                    async with asyncio.timeout(HEALTH_SECONDS):
+                        await self._lost.wait()
                 if not self._lost.is_set() and await self._alive():
                     continue
             await self._reconnect()
@@ -297,6 +303,7 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await asyncio.wait_for(conn.close(), timeout=5.0)
+                async with asyncio.timeout(5.0):
+                    await conn.close()
             except _UNREACHABLE:
                 conn.terminate()

@@ -316,20 +316,26 @@ class Subscriber:
         self._client: aioredis.Redis | None = None
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
         self._closing = False
 
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._closing = False
-        try:
-            await self._subscribe()
-        except _ANY_ERROR as exc:
-            await self._drop()
-            raise store_error(
-                exc, where=self.connection.where, what="subscribe to notifications"
-            ) from exc
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:  # several workers may ask for the notifier at once
+            if self._task is not None:
+                return
+            self._closing = False
+            try:
+                await self._subscribe()
+            except _ANY_ERROR as exc:
+                await self._drop()
+                raise store_error(
+                    exc, where=self.connection.where, what="subscribe to notifications"
+                ) from exc
+            self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _subscribe(self) -> None:
         self._client = self.connection.new_client()

@@ -237,15 +237,20 @@ end
 table.sort(due, function(a, b) return a[2] < b[2] end)
 local expires = int(now + tonumber(ARGV[4]))
 local out = {''}
-for i = 1, math.min(limit, #due) do
+for i = 1, #due do
+  if #out > limit then break end
   local id = due[i][1]
   local fk = P .. 'f:' .. id
   local old = redis.call('HGET', fk, 'state')
-  redis.call('HINCRBY', fk, 'epoch', 1)
-  redis.call('HSET', fk, 'state', 'running', 'owner', ARGV[2], 'lease', expires,
-    'updated', stamp)
-  reindex(id, old)
-  out[#out + 1] = redis.call('HGETALL', fk)
+  if old then
+    redis.call('HINCRBY', fk, 'epoch', 1)
+    redis.call('HSET', fk, 'state', 'running', 'owner', ARGV[2], 'lease', expires,
+      'updated', stamp)
+    reindex(id, old)
+    out[#out + 1] = redis.call('HGETALL', fk)
+  else  -- the flow's hash was deleted by hand: forget its index entry
+    for _, k in ipairs(keys) do redis.call('ZREM', k, id) end
+  end
 end
 local next_wake = false
 for _, k in ipairs(keys) do
