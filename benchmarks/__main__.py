@@ -5,17 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 from pathlib import Path
 
 from benchmarks import machine, steps
 
 HERE = Path(__file__).resolve().parent
+# The same servers as the tests; each run uses a database / key prefix of its own.
+POSTGRES_DSN = os.environ.get(
+    "ERGON_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("ERGON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 async def run(n: int, rounds: int) -> list[steps.StepResult]:
     return [
         await steps.sqlite(n, rounds, "full"),
         await steps.sqlite(n, rounds, "normal"),
+        await steps.postgres(n, rounds, POSTGRES_DSN),
+        await steps.redis(n, rounds, REDIS_URL),
         await steps.memory(n, rounds),
     ]
 

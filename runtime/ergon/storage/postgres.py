@@ -128,7 +128,8 @@ class PostgresStore:
             steps = [] if row["inserted"] else _steps(await conn.fetch(sql.load_steps, new.id))
             return OpenedFlow(flow, steps, Lease(new.id, flow.epoch, owner, None))
 
-        return await self._db.run(f"open flow {new.id}", work, idempotent=False)
+        # Idempotent enough: a take-over repeated after an unseen commit moves the epoch once more.
+        return await self._db.run(f"open flow {new.id}", work, idempotent=True)
 
     async def resume_flow(self, lease: Lease) -> OpenedFlow:
         sql = self._sql
@@ -203,7 +204,8 @@ class PostgresStore:
                 raise FencedError(f"flow {flow_id} is held by another executor")
             return _flow(row)
 
-        flow = await self._db.run(f"finish flow {flow_id}", work, idempotent=False)
+        # Idempotent enough: the same end recorded again (a parent may be woken twice).
+        flow = await self._db.run(f"finish flow {flow_id}", work, idempotent=True)
         self._notifier.notify()
         return flow
 
