@@ -56,7 +56,9 @@ class PostgresStore:
 
     `dsn` is a `postgresql://user:password@host:port/database` URL; its query may name the
     schema (`?schema=orders`), other query options go to asyncpg. Nothing connects until the
-    first call.
+    first call. A server that cannot be reached is a `StoreError` at once, except that a step
+    checkpoint or the end of an execution waits up to `outage_grace` seconds for a server that
+    was reachable before (a restart), rather than make the step run again.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class PostgresStore:
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         command_timeout: float | None = 60.0,
+        outage_grace: float = 10.0,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.startswith(("postgres://", "postgresql://")):
             raise ValueError(f"PostgresStore needs a postgresql:// URL, got {dsn!r}")
@@ -80,6 +83,7 @@ class PostgresStore:
             max_size=max_connections,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
+            outage_grace=outage_grace,
         )
         self._notifier = Notifier()
         self._listener = Listener(self._db, self._channel, self._notifier)
@@ -179,7 +183,12 @@ class PostgresStore:
                 await _refuse(conn, sql.get_flow, flow_id, epoch)
 
         # Idempotent: the upsert writes the same record again, the fence passes again.
-        await self._db.run(f"checkpoint step {step.key} of flow {flow_id}", work, idempotent=True)
+        await self._db.run(
+            f"checkpoint step {step.key} of flow {flow_id}",
+            work,
+            idempotent=True,
+            ride_through=True,
+        )
 
     async def finish_flow(self, flow_id: str, end: FlowEnd, *, epoch: int | None) -> FlowStatus:
         terminal = end.state in TERMINAL_STATES
@@ -205,7 +214,9 @@ class PostgresStore:
             return _flow(row)
 
         # Idempotent enough: the same end recorded again (a parent may be woken twice).
-        flow = await self._db.run(f"finish flow {flow_id}", work, idempotent=True)
+        flow = await self._db.run(
+            f"finish flow {flow_id}", work, idempotent=True, ride_through=True
+        )
         self._notifier.notify()
         return flow
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
-from ergon.core.errors import StoreError
+from ergon.core.errors import ErgonError, StoreError
 from ergon.core.store import Notifier
 from ergon.storage.pooling import Pool
 from ergon.storage.postgres_schema import migrate
@@ -38,22 +38,32 @@ RECONNECT_MAX_DELAY = 2.0
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
-    asyncpg.InterfaceError,  # includes "connection was closed in the middle of operation"
+    asyncpg.ConnectionDoesNotExistError,  # "connection was closed in the middle of operation"
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
 )
-# Worth one immediate retry for an idempotent call.
+# Worth one immediate retry for an idempotent call. InternalClientError: a server that shuts
+# down sends its FATAL error to idle connections too, which puts asyncpg's protocol out of step
+# until the socket's end arrives; a connection taken in between fails that way.
 _TRANSIENT: tuple[type[BaseException], ...] = (
     *_UNREACHABLE,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
+    asyncpg.InternalClientError,
 )
 # A call that ended like this leaves its connection in an unknown state.
 _IN_DOUBT: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_UNREACHABLE)
-_ANY_DRIVER_ERROR: tuple[type[BaseException], ...] = (*_TRANSIENT, asyncpg.PostgresError)
+_ANY_DRIVER_ERROR: tuple[type[BaseException], ...] = (
+    *_TRANSIENT,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,  # misuse, e.g. a value the column type cannot take
+)
+# Errors after which the connection is known to be back at rest: the server refused a
+# statement, or our own code decided (fenced, wrong flow name) after its queries completed.
+_CLEAN: tuple[type[BaseException], ...] = (asyncpg.PostgresError, ErgonError)
 _REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
@@ -120,8 +130,10 @@ class Connections:
         max_size: int,
         connect_timeout: float,
         command_timeout: float | None,
+        outage_grace: float,
     ) -> None:
         self.dsn = dsn
+        self.outage_grace = outage_grace
         self.schema = schema
         self.where = describe(dsn)
         self.max_size = max_size
@@ -173,10 +185,20 @@ class Connections:
         return pool
 
     async def run(
-        self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]], *, idempotent: bool
+        self,
+        what: str,
+        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        idempotent: bool,
+        ride_through: bool = False,
     ) -> T:
-        """Run `work` on a pooled connection, translating errors; idempotent work is retried
-        once on a dead connection or a deadlock."""
+        """Run `work` on a pooled connection, translating errors.
+
+        Idempotent work is retried once at once on a dead connection or a deadlock; with
+        `ride_through` (checkpoints and ends of executions, whose failure would make steps run
+        again) it keeps retrying with backoff for up to `outage_grace` seconds while the server
+        restarts. Only a server that was reachable before is waited for.
+        """
         try:
             return await self._once(work)
         except _TRANSIENT as exc:
@@ -185,21 +207,30 @@ class Connections:
             log.info("retrying %s on Postgres at %s after %r", what, self.where, exc)
         except _ANY_DRIVER_ERROR as exc:
             raise store_error(exc, where=self.where, what=what) from exc
-        try:
-            return await self._once(work)
-        except _ANY_DRIVER_ERROR as exc:
-            raise store_error(exc, where=self.where, what=what) from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.outage_grace if ride_through else 0.0)
+        delay = 0.05
+        while True:
+            try:
+                return await self._once(work)
+            except _TRANSIENT as exc:
+                if loop.time() + delay > deadline:
+                    raise store_error(exc, where=self.where, what=what) from exc
+            except _ANY_DRIVER_ERROR as exc:
+                raise store_error(exc, where=self.where, what=what) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _once(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         pool = self._pool or await self.pool()
         conn = await pool.acquire()
         try:
             result = await work(conn)
-        except _IN_DOUBT:
-            await pool.discard(conn)  # mid-query: its state is unknown
-            raise
-        except BaseException:
-            pool.release(conn)  # a refused statement leaves an autocommit connection usable
+        except BaseException as exc:
+            if isinstance(exc, _CLEAN) and not isinstance(exc, _IN_DOUBT):
+                pool.release(conn)  # a refused statement leaves an autocommit connection usable
+            else:
+                await pool.discard(conn)  # cut off mid-exchange: its protocol state is unknown
             raise
         pool.release(conn)
         return result

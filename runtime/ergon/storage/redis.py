@@ -62,7 +62,10 @@ class RedisStore:
     """A `Store` in Redis, all keys under `prefix` (several stores can share a database).
 
     `url` is a `redis://[:password@]host:port/db`, `rediss://…` or `unix:///path?db=n` URL; its
-    query may set the prefix (`?prefix=orders:`). Nothing connects until the first call.
+    query may set the prefix (`?prefix=orders:`). Nothing connects until the first call. A
+    server that cannot be reached is a `StoreError` at once, except that a step checkpoint or
+    the end of an execution waits up to `outage_grace` seconds for a server that was reachable
+    before (a restart), rather than make the step run again.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class RedisStore:
         max_connections: int = 50,
         connect_timeout: float = 10.0,
         command_timeout: float | None = 60.0,
+        outage_grace: float = 10.0,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"RedisStore needs a redis://, rediss:// or unix:// URL, got {url!r}")
@@ -86,6 +90,7 @@ class RedisStore:
             max_connections=max_connections,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
+            outage_grace=outage_grace,
         )
         self._notifier = Notifier()
         self._subscriber = Subscriber(self._redis, events_channel(self.prefix), self._notifier)
@@ -166,6 +171,7 @@ class RedisStore:
             "save_step",
             [flow_id, step.key, record, _opt(epoch), _opt(consumes)],
             idempotent=True,  # the same record written again; the fence passes again
+            ride_through=True,
         )
         if refused == 2:
             raise CancelRequestedError(f"flow {flow_id} is being cancelled")
@@ -191,6 +197,7 @@ class RedisStore:
                 _opt(end.attempts),
             ],
             idempotent=True,  # the same end recorded again (a parent may be woken twice)
+            ride_through=True,
         )
         if reply[0]:
             raise FencedError(f"flow {flow_id} is held by another executor")

@@ -118,8 +118,10 @@ class Connection:
         max_connections: int,
         connect_timeout: float,
         command_timeout: float | None,
+        outage_grace: float,
     ) -> None:
         self.url = url
+        self.outage_grace = outage_grace
         self.prefix = prefix
         self.where = describe(url)
         self.connect_timeout = connect_timeout
@@ -222,15 +224,30 @@ class Connection:
                 config.get("appendfsync"),
             )
 
-    async def call(self, what: str, script: str, args: list[Any], *, idempotent: bool) -> Any:
+    async def call(
+        self,
+        what: str,
+        script: str,
+        args: list[Any],
+        *,
+        idempotent: bool,
+        ride_through: bool = False,
+    ) -> Any:
         """Run one of the store's scripts with ARGV = [prefix, *args]."""
-        return await self.run(what, ("EVALSHA", script, args), idempotent=idempotent)
+        command = ("EVALSHA", script, args)
+        return await self.run(what, command, idempotent=idempotent, ride_through=ride_through)
 
     async def read(self, what: str, *command: Any) -> Any:
         """One plain read command, retried once after a connection error."""
         return await self.run(what, command, idempotent=True)
 
-    async def run(self, what: str, command: tuple[Any, ...], *, idempotent: bool) -> Any:
+    async def run(
+        self, what: str, command: tuple[Any, ...], *, idempotent: bool, ride_through: bool = False
+    ) -> Any:
+        """Idempotent commands are retried once at once after a connection error; with
+        `ride_through` (checkpoints and ends of executions, whose failure would make steps run
+        again) they keep retrying with backoff for up to `outage_grace` seconds while a server
+        that was reachable before restarts."""
         try:
             return await self._once(command)
         except _UNREACHABLE as exc:
@@ -239,10 +256,19 @@ class Connection:
             log.info("retrying %s on Redis at %s after %r", what, self.where, exc)
         except RedisError as exc:
             raise store_error(exc, where=self.where, what=what) from exc
-        try:
-            return await self._once(command)
-        except _ANY_ERROR as exc:
-            raise store_error(exc, where=self.where, what=what) from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.outage_grace if ride_through else 0.0)
+        delay = 0.05
+        while True:
+            try:
+                return await self._once(command)
+            except _UNREACHABLE as exc:
+                if loop.time() + delay > deadline:
+                    raise store_error(exc, where=self.where, what=what) from exc
+            except RedisError as exc:
+                raise store_error(exc, where=self.where, what=what) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _once(self, command: tuple[Any, ...]) -> Any:
         pool = self._pool or await self.pool()
