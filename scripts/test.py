@@ -66,7 +66,7 @@ def main() -> int:
                 failures.append("pytest")
     for cmd, process in static:
         if process.wait() != 0:
-            failures.append(" ".join(Path(cmd[0]).name for _ in [0]) + " " + " ".join(cmd[1:]))
+            failures.append(" ".join([Path(cmd[0]).name, *cmd[1:]]))
     elapsed = time.monotonic() - started
     if failures:
         print(f"\nFAILED after {elapsed:.0f} s: {', '.join(failures)}", flush=True)

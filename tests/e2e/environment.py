@@ -223,9 +223,8 @@ class RealClusterEnvironment(Environment):
         if while_down is not None:
             while_down()
         self.kubectl("scale", "deployment", "-l", selector, "--replicas=1")
-        self.kubectl(
-            "rollout", "status", "deployment", "-l", selector, "--timeout=180s", check=False
-        )
+        deployment = self.kubectl("get", "deployment", "-l", selector, "-o", "name").stdout.strip()
+        self.kubectl("rollout", "status", deployment, "--timeout=180s")
         time.sleep(2)
 
 

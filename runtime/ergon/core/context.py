@@ -124,9 +124,7 @@ class FlowContext:
         """Checkpoint `step`; a refused write stops the whole execution."""
         try:
             with internal():
-                await self.store.save_step(
-                    self.flow_id, step, epoch=self.epoch, consumes=consumes
-                )
+                await self.store.save_step(self.flow_id, step, epoch=self.epoch, consumes=consumes)
         except FencedError:
             self.interrupt = _Fenced()
             raise self.interrupt from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import pydantic_core
@@ -14,7 +14,7 @@ from ergon.core.branches import operation
 from ergon.core.context import FlowContext, Scope, flow_scope, internal
 from ergon.core.errors import FlowError, SignalPayloadError, SignalTimeout
 from ergon.core.outcomes import SuspendReason
-from ergon.core.records import StepRecord, utcnow
+from ergon.core.records import StepRecord, StepState, utcnow
 from ergon.core.retry import seconds
 
 T = TypeVar("T")
@@ -122,17 +122,17 @@ def _record(
     ctx: FlowContext,
     key: str,
     step_name: str,
-    state: str,
+    state: StepState,
     *,
     result: str | None = None,
     error: FlowError | None = None,
-    fire_at: Any = None,
+    fire_at: datetime | None = None,
 ) -> StepRecord:
     now = utcnow()
     return StepRecord(
         key=key,
         name=step_name,
-        state="completed" if state == "completed" else "failed" if state == "failed" else "waiting",
+        state=state,
         kind="signal",
         result=result,
         error=error,

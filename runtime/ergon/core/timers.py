@@ -10,7 +10,7 @@ from ergon.core import replay
 from ergon.core.branches import operation
 from ergon.core.context import Scope, flow_scope
 from ergon.core.outcomes import SuspendReason
-from ergon.core.records import StepRecord, utcnow
+from ergon.core.records import StepRecord, StepState, utcnow
 from ergon.core.retry import seconds
 
 SLEEP = "sleep"
@@ -48,12 +48,17 @@ async def _sleep(scope: Scope, key: str, duration: float) -> None:
 
 
 def _record(
-    key: str, state: str, fire_at: datetime, started: datetime, attempt: int, done: datetime | None
+    key: str,
+    state: StepState,
+    fire_at: datetime,
+    started: datetime,
+    attempt: int,
+    done: datetime | None,
 ) -> StepRecord:
     return StepRecord(
         key=key,
         name=SLEEP,
-        state="completed" if state == "completed" else "waiting",
+        state=state,
         kind="sleep",
         started_at=started,
         completed_at=done,

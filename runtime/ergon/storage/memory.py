@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -309,7 +309,7 @@ class MemoryStore:
         )
 
 
-def _due_at(flow: FlowStatus):  # type: ignore[no-untyped-def]
+def _due_at(flow: FlowStatus) -> datetime | None:
     """When a flow becomes claimable by time alone (None: not by time)."""
     if flow.state == "pending":
         return flow.created_at
