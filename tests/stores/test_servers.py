@@ -296,10 +296,18 @@ async def test_the_store_carries_on_after_a_server_restart(kind: str) -> None:
             with pytest.raises(ergon.StoreError, match="cannot reach"):
                 await store.get_flow("r")
             assert time.monotonic() - started < 5
+            # A checkpoint waits for the server to come back (outage_grace) instead of failing.
+            pending = asyncio.create_task(
+                store.save_step("r", StepRecord("2", "s", "completed"), epoch=first.lease.epoch)
+            )
+            await asyncio.sleep(0.3)
+            assert not pending.done()
             await asyncio.to_thread(server.restart)
+            await pending
             await ready(server, kind)
             flow = await store.get_flow("r")
             assert flow is not None and flow.state == "running"
+            assert [s.key for s in await store.load_steps("r")] == ["0", "1", "2"]
         finally:
             await store.close()
             await other.close()
