@@ -253,10 +253,6 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
 
-    @property
-    def started(self) -> bool:
-        return self._task is not None
-
     async def start(self) -> None:
         if self._task is not None:
             return

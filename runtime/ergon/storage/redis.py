@@ -23,7 +23,13 @@ writes) assume:
   policy may evict live flows. The store logs a warning when it sees one.
 * Replication is asynchronous: a failover to a replica can lose the last acknowledged writes.
 
-Times come from the server's clock (`TIME`), so all workers judge leases by one clock.
+What stays: ended flows and their checkpoints (as in the SQL stores) and the ids of delivered
+signals (for idempotent sends); a consumed signal is deleted (the checkpoint that consumed it
+holds its payload). Redis keeps all of it in memory: size it for the flows you keep.
+
+Times come from the server's clock (`TIME`), so all workers judge leases by one clock. One
+Redis server (with replicas or Sentinel) is supported, not Redis Cluster: scripts touch keys of
+several flows (a parent, the indexes).
 """
 
 from __future__ import annotations
