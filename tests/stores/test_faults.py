@@ -24,7 +24,7 @@ import pytest
 
 from tests.stores.fault_flows import Chain
 from tests.stores.test_servers import ready, restart, throwaway
-from tests.support.backends import backend_url
+from tests.support.backends import backend_url, forget_url
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +117,7 @@ async def test_four_workers_200_flows_20_random_kills(kind: str, tmp_path: Path)
             process.kill()
             process.wait()
         await store.close()
+        await forget_url(url)
 
 
 @pytest.mark.parametrize("kind", SERVERS)

@@ -45,6 +45,15 @@ async def open_backend(kind: str, tmp_path: Path) -> AsyncIterator[ergon.Store]:
             await drop_prefix(redis_url(), prefix)
 
 
+async def forget_url(url: str) -> None:
+    """Delete what a `backend_url` store left behind where nothing else does (Redis keys;
+    Postgres schemas go with this process's database)."""
+    parts = urlsplit(url)
+    prefix = dict(parse_qsl(parts.query)).get("prefix")
+    if parts.scheme.startswith("redis") and prefix:
+        await drop_prefix(urlunsplit(parts._replace(query="")), prefix)
+
+
 def with_option(url: str, name: str, value: str) -> str:
     parts = urlsplit(url)
     query = urlencode([*parse_qsl(parts.query), (name, value)])
