@@ -36,7 +36,10 @@ def flowrun(name: str, index: int) -> dict[str, object]:
         "apiVersion": "ergon.dev/v1alpha1",
         "kind": "FlowRun",
         "metadata": {"name": name},
-        "spec": {"flow": "examples.orders:OrderFlow", "input": {"order_id": str(index), "amount": 1}},
+        "spec": {
+            "flow": "examples.orders:OrderFlow",
+            "input": {"order_id": str(index), "amount": 1},
+        },
     }
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import ergon
-
 from benchmarks.stats import median
 
 
@@ -115,6 +114,7 @@ async def _postgres_floor(conn: Any, n: int) -> float:
 async def postgres(n: int, rounds: int, server_dsn: str) -> StepResult:
     """Ergon on Postgres beside INSERT + commit, in a database created for this run."""
     import asyncpg  # type: ignore[import-untyped, unused-ignore]
+
     from ergon.storage.postgres import PostgresStore
 
     database = f"ergon_bench_{uuid.uuid4().hex[:8]}"
@@ -161,6 +161,7 @@ async def _redis_floor(client: Any, key: str, n: int) -> float:
 async def redis(n: int, rounds: int, url: str) -> StepResult:
     """Ergon on Redis beside one HSET per step, under a key prefix of this run's own."""
     import redis.asyncio as aioredis
+
     from ergon.storage.redis import RedisStore
 
     prefix = f"ergon-bench:{uuid.uuid4().hex[:8]}:"

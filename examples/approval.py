@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import ergon
 import pydantic
+
+import ergon
 
 
 class Approval(pydantic.BaseModel):

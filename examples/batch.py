@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-import ergon
 import pydantic
+
+import ergon
 
 
 class BatchFlow(ergon.Flow):

@@ -5,8 +5,9 @@ ergon run examples.orders:OrderFlow --input '{"order_id": "42", "amount": 99.5}'
 
 from __future__ import annotations
 
-import ergon
 import pydantic
+
+import ergon
 
 
 class Receipt(pydantic.BaseModel):

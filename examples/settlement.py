@@ -5,8 +5,9 @@ ergon run examples.settlement:SettlementFlow --input '{"batch_id": "1", "delay_s
 
 from __future__ import annotations
 
-import ergon
 import pydantic
+
+import ergon
 
 
 class SettlementFlow(ergon.Flow):

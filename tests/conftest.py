@@ -6,9 +6,9 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import ergon
 import pytest
 
+import ergon
 from tests.support.backends import BACKENDS, open_backend
 
 

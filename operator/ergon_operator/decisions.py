@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ergon import FlowError, FlowStatus
-
 from ergon_operator import pods as pod_specs
 from ergon_operator.resources import TERMINAL_PHASES, FlowRun, Pod, format_time, parse_time
 from ergon_operator.settings import Settings

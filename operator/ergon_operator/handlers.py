@@ -12,9 +12,9 @@ import contextlib
 import logging
 from typing import Any, cast
 
-import ergon
 import kopf
 
+import ergon
 from ergon_operator.decisions import Event
 from ergon_operator.kube import Kube, load_config
 from ergon_operator.reconciler import Reconciler

@@ -20,7 +20,6 @@ from typing import Any
 import ergon
 from ergon.core.records import FlowEnd, NewFlow, utcnow
 from ergon.distributed.client import end_flow
-
 from ergon_operator.decisions import Event, Observed, Plan, decide
 from ergon_operator.kube import Kube
 from ergon_operator.resources import TERMINAL_PHASES, FlowRun, Pod, Signal

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from ergon import FlowError, StepRecord, SuspendReason
-
 from ergon_operator.resources import format_time
 
 MAX_RESULT_BYTES = 4096

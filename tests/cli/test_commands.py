@@ -131,7 +131,6 @@ def test_run_flow_executes_a_recorded_flow(tmp_path: Path) -> None:
     import asyncio
 
     import ergon as lib
-
     from tests.processes.flows import Pipeline
 
     url = f"sqlite:///{tmp_path / 'rf.db'}"

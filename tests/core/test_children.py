@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-import ergon
 import pytest
+
+import ergon
 
 CALLS: Counter[str] = Counter()
 

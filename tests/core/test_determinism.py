@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import ergon
 import pytest
+
+import ergon
 
 
 class V1(ergon.Flow, name="orders.Checkout"):

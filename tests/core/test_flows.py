@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ergon
 import pydantic
 import pytest
+
+import ergon
 
 
 class Plain(ergon.Flow):

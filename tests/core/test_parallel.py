@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import ergon
 import pytest
+
+import ergon
 from ergon.core.records import FlowEnd, NewFlow
 
 CALLS: Counter[str] = Counter()

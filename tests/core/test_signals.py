@@ -6,9 +6,10 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
-import ergon
 import pydantic
 import pytest
+
+import ergon
 
 CALLS: Counter[str] = Counter()
 

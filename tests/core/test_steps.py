@@ -9,9 +9,10 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import ergon
 import pydantic
 import pytest
+
+import ergon
 
 CALLS: Counter[str] = Counter()
 FAIL_PLAN: dict[str, int] = {}

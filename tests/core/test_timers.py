@@ -6,8 +6,9 @@ import asyncio
 from collections import Counter
 from datetime import timedelta
 
-import ergon
 import pytest
+
+import ergon
 
 CALLS: Counter[str] = Counter()
 

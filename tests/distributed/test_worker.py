@@ -8,8 +8,9 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 
-import ergon
 import pytest
+
+import ergon
 
 CALLS: Counter[str] = Counter()
 GATES: dict[str, asyncio.Event] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import ergon
-
 from examples.approval import ApprovalFlow
 from examples.fanout import FanOutFlow
 from examples.orders import OrderFlow

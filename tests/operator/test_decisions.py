@@ -12,7 +12,6 @@ from ergon_operator.decisions import Observed, Plan, decide
 from ergon_operator.resources import FlowRun, Pod
 from ergon_operator.settings import Settings
 from ergon_operator.status import StepSummary
-
 from tests.chart.schemas import restricted_violations, validate_builtin
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)

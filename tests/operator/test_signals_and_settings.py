@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from ergon_operator.reconciler import status_patch
 from ergon_operator.resources import FlowRun, Signal
 from ergon_operator.settings import Settings, SettingsError

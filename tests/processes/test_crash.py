@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import ergon
 import pytest
 
+import ergon
 from tests.processes.flows import Nap, Pipeline, Retrying, Wave
 
 ROOT = Path(__file__).resolve().parents[2]

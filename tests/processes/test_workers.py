@@ -10,9 +10,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import ergon
 import pytest
 
+import ergon
 from tests.processes.flows import Sleeper, SlowMiddle, Tagged
 from tests.processes.workers import start_worker, stop, wait_all
 

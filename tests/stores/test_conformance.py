@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import ergon
 import pytest
+
+import ergon
 from ergon.core.errors import CancelRequestedError, FencedError
 from ergon.core.records import FlowEnd, Lease, NewFlow, StepRecord, utcnow
 from ergon.core.store import Store

@@ -19,9 +19,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import ergon
 import pytest
 
+import ergon
 from tests.stores.fault_flows import Chain
 from tests.stores.test_servers import ready, restart, throwaway
 from tests.support.backends import backend_url, forget_url

@@ -13,15 +13,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
-import ergon
 import pytest
 import redis.asyncio as aioredis
+
+import ergon
 from ergon.core.records import FlowEnd, NewFlow, StepRecord
 from ergon.core.store import Store
 from ergon.storage.postgres import PostgresStore
 from ergon.storage.postgres_schema import MIGRATIONS
 from ergon.storage.redis import RedisStore
-
 from tests.support.databases import drop_prefix, fresh_prefix, fresh_schema, postgres_database
 from tests.support.services import Server, redis_url, start_postgres, start_redis
 

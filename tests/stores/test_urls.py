@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ergon
 import pytest
+
+import ergon
 
 
 def test_memory_url() -> None:

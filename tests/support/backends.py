@@ -10,7 +10,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import ergon
 from ergon.storage.postgres import PostgresStore
 from ergon.storage.redis import RedisStore
-
 from tests.support.databases import drop_prefix, fresh_prefix, fresh_schema, postgres_database
 from tests.support.services import redis_url
 

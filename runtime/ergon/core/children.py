@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ergon.core import codec, replay
 from ergon.core.branches import operation
-from ergon.core.context import FlowContext, Scope, flow_scope, internal
+from ergon.core.context import FlowContext, Scope, flow_scope
 from ergon.core.errors import ChildFlowError, FlowError
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, SuspendReason
 from ergon.core.records import FlowStatus, NewFlow, StepRecord, utcnow
@@ -53,7 +53,8 @@ async def _invoke(scope: Scope, key: str, child: Flow, explicit_id: str | None) 
             child_id = codec.load(record.result, str)
     ctx.active += 1
     try:
-        outcome = await _child_outcome(ctx, child, child_id)
+        with ctx.storing():
+            outcome = await _child_outcome(ctx, child, child_id)
         return await _record_outcome(ctx, key, name, child_id, outcome, result_type, record)
     finally:
         ctx.active -= 1
@@ -102,11 +103,6 @@ async def _record_outcome(
 
 async def _queued_outcome(ctx: FlowContext, child: Flow, child_id: str) -> Outcome:
     """Under workers the child is queued (with the parent's version) and the parent waits."""
-    with internal():
-        return await _queue_child(ctx, child, child_id)
-
-
-async def _queue_child(ctx: FlowContext, child: Flow, child_id: str) -> Outcome:
     status = await ctx.store.get_flow(child_id)
     if status is None:
         new = NewFlow(

@@ -19,11 +19,13 @@ from ergon.core.errors import (
     CancelRequestedError,
     FencedError,
     FlowContextError,
+    StoreError,
     _Cancelled,
     _Closing,
     _Fenced,
     _Interrupt,
     _Suspend,
+    _Unavailable,
 )
 from ergon.core.outcomes import SuspendReason
 from ergon.core.records import StepRecord
@@ -121,17 +123,27 @@ class FlowContext:
         return _Suspend()
 
     async def save(self, step: StepRecord, *, consumes: int | None = None) -> None:
-        """Checkpoint `step`; a refused write stops the whole execution."""
-        try:
-            with internal():
-                await self.store.save_step(self.flow_id, step, epoch=self.epoch, consumes=consumes)
-        except FencedError:
-            self.interrupt = _Fenced()
-            raise self.interrupt from None
-        except CancelRequestedError:
-            self.interrupt = _Cancelled()
-            raise self.interrupt from None
+        """Checkpoint `step`; a refused or failed write stops the whole execution."""
+        with self.storing():
+            await self.store.save_step(self.flow_id, step, epoch=self.epoch, consumes=consumes)
         self.recorded[step.key] = step
+
+    @contextmanager
+    def storing(self) -> Iterator[None]:
+        """Around every store call of the execution: a fenced write, a cancellation or a failing
+        store stops the execution (never the flow's own error handling)."""
+        with internal():
+            try:
+                yield
+            except FencedError:
+                self.interrupt = _Fenced()
+                raise self.interrupt from None
+            except CancelRequestedError:
+                self.interrupt = _Cancelled()
+                raise self.interrupt from None
+            except StoreError as exc:
+                self.interrupt = _Unavailable(exc)
+                raise self.interrupt from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,5 +165,17 @@ class _Cancelled(_Interrupt):
     """The flow was cancelled; it stops at this step boundary."""
 
 
+class _Unavailable(_Interrupt):
+    """The store failed (unreachable, timed out): stop without recording an outcome.
+
+    Recording a failure would need the very store that just failed, and the flow did nothing
+    wrong; the execution stops and a later one (another worker, after the lease) resumes it.
+    """
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Closing(_Interrupt):
     """The flow body already ended; a straggling branch tried to start new work."""

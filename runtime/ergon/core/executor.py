@@ -14,7 +14,7 @@ from uuid import UUID
 from ergon.core import branches, codec
 from ergon.core.children import outcome_of
 from ergon.core.context import FlowContext, Scope, Sequence, enter, internal, leave
-from ergon.core.errors import FencedError, LeaseLost, _Fenced, _Interrupt
+from ergon.core.errors import FencedError, LeaseLost, _Fenced, _Interrupt, _Unavailable
 from ergon.core.flow import Flow, FlowOptions, entry_point
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, SuspendReason
 from ergon.core.records import FlowEnd, Lease, NewFlow, OpenedFlow, utcnow
@@ -132,6 +132,8 @@ class Executor:
             leave(token)
 
     async def _conclude(self, ctx: FlowContext, value: Any, error: BaseException | None) -> Outcome:
+        if isinstance(ctx.interrupt, _Unavailable):
+            raise ctx.interrupt.error
         if isinstance(ctx.interrupt, _Fenced):
             raise LeaseLost(f"flow {self.flow_id} was taken over by another executor")
         if ctx.interrupt is not None or ctx.cancel_requested:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ergon.core import codec, replay
 from ergon.core.branches import operation
-from ergon.core.context import FlowContext, Scope, flow_scope, internal
+from ergon.core.context import FlowContext, Scope, flow_scope
 from ergon.core.errors import FlowError, SignalPayloadError, SignalTimeout
 from ergon.core.outcomes import SuspendReason
 from ergon.core.records import StepRecord, StepState, utcnow
@@ -67,7 +67,7 @@ async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float
     if deadline is None and timeout is not None:
         deadline = now + timedelta(seconds=max(timeout, 0.0))
     async with ctx.signal_lock:
-        with internal():
+        with ctx.storing():
             signal = await ctx.store.next_signal(ctx.flow_id, name)
         if signal is not None:
             return await _consume(ctx, key, step_name, signal.payload, signal.seq, type_, name)
