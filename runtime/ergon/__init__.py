@@ -16,6 +16,9 @@ Write flows as async classes; every step is checkpointed so a crash resumes wher
             return f"charged {self.order_id}"
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ergon.core.children import child_flow_id
 from ergon.core.context import StepInfo, current_step
 from ergon.core.dag import Dag, StepHandle, dag
@@ -56,7 +59,28 @@ from ergon.storage.memory import MemoryStore
 from ergon.storage.sqlite import SqliteStore
 from ergon.storage.urls import open_store
 
+if TYPE_CHECKING:
+    from ergon.storage.postgres import PostgresStore
+    from ergon.storage.redis import RedisStore
+
 __version__ = "0.1.0"
+
+_OPTIONAL = {
+    "PostgresStore": ("ergon.storage.postgres", "postgres"),
+    "RedisStore": ("ergon.storage.redis", "redis"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """`ergon.PostgresStore` and `ergon.RedisStore` load on first use, so that `import ergon`
+    does not need their drivers (the `postgres` and `redis` extras)."""
+    if name in _OPTIONAL:
+        module, extra = _OPTIONAL[name]
+        try:
+            return getattr(importlib.import_module(module), name)
+        except ImportError as exc:
+            raise ImportError(f"ergon.{name} needs: pip install 'ergon[{extra}]' ({exc})") from exc
+    raise AttributeError(f"module 'ergon' has no attribute {name!r}")
 
 __all__ = [
     "Cancelled",
@@ -82,6 +106,8 @@ __all__ = [
     "MemoryStore",
     "NonDeterminismError",
     "Outcome",
+    "PostgresStore",
+    "RedisStore",
     "RetryPolicy",
     "Retryable",
     "Scheduler",
