@@ -190,3 +190,29 @@ class SlowMiddle(ergon.Flow):
     async def last(self) -> str:
         log(self.log, f"last:{os.getpid()}")
         return "done"
+
+
+class FlakyFlow(ergon.Flow):
+    """Fails its first `failures` attempts (counted in a file), then succeeds."""
+
+    log: str
+    failures: int = 2
+
+    @ergon.flow(retry=ergon.RetryPolicy(4, 0.2, 0.2, 1.0))
+    async def run(self) -> str:
+        await self.prepare()
+        attempt = count_attempt(self.log)  # deliberately outside a step: seen anew each attempt
+        if attempt <= self.failures:
+            raise ConnectionError(f"attempt {attempt} failed")
+        return f"succeeded on attempt {attempt}"
+
+    @ergon.step
+    async def prepare(self) -> None:
+        log(self.log, "prepare")
+
+
+def count_attempt(path: str) -> int:
+    attempts = Path(path + ".attempts")
+    attempt = len(attempts.read_text().split()) + 1 if attempts.exists() else 1
+    log(str(attempts), str(attempt))
+    return attempt

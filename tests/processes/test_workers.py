@@ -170,3 +170,73 @@ def test_worker_command_rejects_a_module_without_flows(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and "no ergon.Flow classes found in json" in result.stderr
+
+
+async def test_versioned_worker_processes_route_flows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    log = tmp_path / "versions.log"
+    v1 = start_worker(url, "v1", version="1.0", log_dir=tmp_path)
+    store = ergon.open_store(url)
+    v2 = None
+    try:
+        scheduler = ergon.Scheduler(store)
+        client = ergon.Client(store)
+        old = await scheduler.with_version("1.0").schedule(Tagged(log=str(log), tag="old"))
+        plain = await scheduler.unversioned().schedule(Tagged(log=str(log), tag="plain"))
+        new = await scheduler.with_version("2.0").schedule(Tagged(log=str(log), tag="new"))
+        assert await wait_all(store, [old, plain], timeout=30) == [
+            ergon.Completed("old=3"),
+            ergon.Completed("plain=3"),
+        ]
+        await asyncio.sleep(1.0)
+        assert (await client.status(new)).state == "pending"  # no 2.0 worker yet
+        v2 = start_worker(url, "v2", version="2.0", log_dir=tmp_path)
+        assert await client.wait(new, timeout=30) == ergon.Completed("new=3")
+        owners = {line.split(":")[0] for line in log_lines(log)}
+        assert owners == {"old", "plain", "new"}
+    finally:
+        stop([v1, *([v2] if v2 else [])])
+        await store.close()
+
+
+async def test_cancel_running_and_suspended_flows_under_worker_processes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    log = tmp_path / "cancel.log"
+    worker = start_worker(url, "canceller", log_dir=tmp_path)
+    store = ergon.open_store(url)
+    try:
+        client = ergon.Client(store)
+        running = await client.schedule(SlowMiddle(log=str(log), seconds=2.0))
+        sleeping = await client.schedule(Sleeper(log=str(log), tag="z", seconds=60))
+        while not any(line.startswith("slow:") for line in log_lines(log)):
+            await asyncio.sleep(0.02)
+        while (await client.status(sleeping)).state != "suspended":
+            await asyncio.sleep(0.02)
+        assert (await client.cancel(sleeping)).state == "cancelled"  # at once
+        requested = await client.cancel(running)
+        assert requested.state == "running" and requested.cancel_requested
+        assert await client.wait(running, timeout=30) == ergon.Cancelled()
+        assert not any(line.startswith("last:") for line in log_lines(log))  # stopped at the step
+        assert await client.wait(sleeping, timeout=5) == ergon.Cancelled()
+    finally:
+        stop([worker])
+        await store.close()
+
+
+async def test_flow_level_retry_under_worker_processes(tmp_path: Path) -> None:
+    from tests.processes.flows import FlakyFlow
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    log = tmp_path / "retry.log"
+    workers = [start_worker(url, f"r{i}", log_dir=tmp_path) for i in range(2)]
+    store = ergon.open_store(url)
+    try:
+        client = ergon.Client(store)
+        flow_id = await client.schedule(FlakyFlow(log=str(log), failures=2))
+        assert await client.wait(flow_id, timeout=30) == ergon.Completed("succeeded on attempt 3")
+        status = await client.status(flow_id)
+        assert status.attempts == 3
+        assert log_lines(log) == ["prepare"]  # checkpoints replayed on each retry
+    finally:
+        stop(workers)
+        await store.close()
