@@ -10,23 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 import ergon
-from ergon_operator.decisions import Event
 from ergon_operator.kube import Kube, load_config
 from ergon_operator.reconciler import Reconciler
 from ergon_operator.resources import FLOWRUN_LABEL, GROUP, VERSION, FlowRun
 from ergon_operator.settings import Settings
 
 log = logging.getLogger("ergon.operator")
-
-
-def emit(body: dict[str, Any], event: Event) -> None:
-    target = cast(kopf.Body, body)  # kopf reads only the object reference from it
-    kopf.event(target, type=event.type, reason=event.reason, message=event.message)
 
 
 @kopf.on.startup()
@@ -41,7 +35,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     load_config()
     store = ergon.open_store(config.store)
     await store.get_flow("ergon-operator-startup-check")  # fail fast on an unreachable store
-    reconciler = Reconciler(config, store, Kube(), emit)
+    reconciler = Reconciler(config, store, Kube())
     memo["store"] = store
     memo["reconciler"] = reconciler
     memo["resync"] = asyncio.create_task(_resync_forever(reconciler, config))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -79,6 +80,35 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def post_event(
+        self, body: dict[str, Any], *, type: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about `body` (a FlowRun), as `kubectl describe` shows them."""
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "ergon-operator"},
+            "reportingComponent": "ergon-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call(self.core.create_namespaced_event, namespace, event)
 
     async def patch_flowrun_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         await self._patch_status("flowruns", namespace, name, status)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +29,6 @@ from ergon_operator.status import StepSummary
 log = logging.getLogger("ergon.operator")
 
 Key = tuple[str, str]
-EventSink = Callable[[dict[str, Any], Event], None]
 OWNER = "ergon-operator"
 
 
@@ -40,14 +38,12 @@ class Reconciler:
         settings: Settings,
         store: ergon.Store,
         kube: Kube,
-        emit: EventSink,
         *,
         parallel: int = 16,
     ) -> None:
         self.settings = settings
         self.store = store
         self.kube = kube
-        self.emit = emit
         self._gate = asyncio.Semaphore(parallel)
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
@@ -118,15 +114,16 @@ class Reconciler:
         if run.deleting:
             await self.forget(run)
             return
-        flow = await self.store.get_flow(run.uid)
-        if flow is None:
+        if await self.store.get_flow(run.uid) is None:
             new = NewFlow(run.uid, run.flow, json.dumps(run.input), "pending", run.version)
-            flow, _ = await self.store.create_flow(new)
+            await self.store.create_flow(new)
         delivered = await self._deliver_spec_signals(run)
-        if delivered:
-            flow = await self.store.get_flow(run.uid)
-        steps = await self.store.load_steps(run.uid)
+        # Pods first, then the flow record: a pod writes its outcome before it exits, so a
+        # record read after the pods is never older than what the pods show. (The other order
+        # could see a pod that finished the flow beside a record from before it started.)
         pods = [Pod.parse(p) for p in await self.kube.list_pods(namespace, name)]
+        flow = await self.store.get_flow(run.uid)
+        steps = await self.store.load_steps(run.uid)
         plan = decide(Observed(run, flow, StepSummary.of(steps), pods, utcnow()), self.settings)
         plan.status["deliveredSignals"] = sorted({*plan.status["deliveredSignals"], *delivered})
         await self._apply(run, body, plan)
@@ -157,9 +154,20 @@ class Reconciler:
         if patch:
             await self.kube.patch_flowrun_status(run.namespace, run.name, patch)
         for event in plan.events:
-            self.emit(body, event)
+            await self._post(body, event)
         if plan.wake_at is not None:
             self.wake(run.key, plan.wake_at)
+
+    async def _post(self, body: dict[str, Any], event: Event) -> None:
+        """Events are a report: failing to post one never stops a reconcile."""
+        try:
+            await self.kube.post_event(
+                body, type=event.type, reason=event.reason, message=event.message
+            )
+        except Exception as exc:
+            log.warning(
+                "could not post event %s for %s: %s", event.reason, body["metadata"]["name"], exc
+            )
 
     async def _end_flow(self, run: FlowRun, end: FlowEnd) -> None:
         """End the flow record from the operator's side, fencing out any executor still alive."""
