@@ -73,6 +73,15 @@ def postgres_database(server: str | None = None) -> str:
         return _databases[server]
 
 
+def _drop_at_exit(server: str, database: str) -> None:
+    """Drop this process's database. At exit no loop runs here, and thread pools refuse new work,
+    so the coroutine runs directly."""
+    try:
+        asyncio.run(_drop(server, database))
+    except Exception as exc:  # the server may be gone already (a throwaway one)
+        print(f"note: could not drop test database {database}: {exc}")
+
+
 def fresh_schema() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
 
