@@ -6,8 +6,6 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError
 from ergon.core.records import (
@@ -24,6 +22,7 @@ from ergon.core.records import (
     utcnow,
 )
 from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage.base import StoreLifecycle
 
 
 @dataclasses.dataclass(slots=True)
@@ -32,7 +31,7 @@ class _Signal:
     consumed: bool = False
 
 
-class MemoryStore:
+class MemoryStore(StoreLifecycle):
     """A `Store` kept in memory: fast, shared by everything in this process, gone at exit."""
 
     def __init__(self) -> None:
@@ -272,17 +271,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- helpers ----------------------------------------------------------------------------
 

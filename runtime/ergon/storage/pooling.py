@@ -12,10 +12,52 @@ than returned, so a restarted server costs at most the one call that found its c
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from ergon.core.errors import StoreError
+
 C = TypeVar("C")
+T = TypeVar("T")
+Errors = tuple[type[BaseException], ...]
+
+log = logging.getLogger("ergon.storage")
+
+
+async def retry_after(
+    error: BaseException,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    transient: Errors,
+    failure: Errors,
+    translate: Callable[[BaseException], StoreError],
+    idempotent: bool,
+    grace: float,
+    describe: str,
+) -> T:
+    """After a first attempt failed with the driver error `error`: give up with a `StoreError`,
+    or -- for idempotent work that met a transient error (a dead connection, a server
+    restarting) -- try again at once, then with backoff for up to `grace` seconds.
+
+    The first attempt stays with the caller, so the hot path pays nothing for this.
+    """
+    if not (idempotent and isinstance(error, transient)):
+        raise translate(error) from error
+    log.info("retrying %s after %r", describe, error)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    delay = 0.05
+    while True:
+        try:
+            return await attempt()
+        except transient as exc:
+            if loop.time() + delay > deadline:
+                raise translate(exc) from exc
+        except failure as exc:
+            raise translate(exc) from exc
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 class Pool(Generic[C]):

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
@@ -45,13 +44,14 @@ from ergon.core.records import (
     key_tuple,
 )
 from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage.base import StoreLifecycle
 from ergon.storage.postgres_connection import Connections, Listener, split_dsn
 from ergon.storage.postgres_schema import check_schema_name, statements
 
 DEFAULT_SCHEMA = "ergon"
 
 
-class PostgresStore:
+class PostgresStore(StoreLifecycle):
     """A `Store` in a Postgres database (tables in `schema`, created on first use).
 
     `dsn` is a `postgresql://user:password@host:port/database` URL; its query may name the
@@ -98,17 +98,6 @@ class PostgresStore:
     async def close(self) -> None:
         await self._listener.close()
         await self._db.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- executing ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -25,7 +26,7 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
 from ergon.core.errors import ErgonError, StoreError
 from ergon.core.store import Notifier
-from ergon.storage.pooling import Pool
+from ergon.storage.pooling import Pool, retry_after
 from ergon.storage.postgres_schema import migrate
 
 T = TypeVar("T")
@@ -201,25 +202,17 @@ class Connections:
         """
         try:
             return await self._once(work)
-        except _TRANSIENT as exc:
-            if not idempotent:
-                raise store_error(exc, where=self.where, what=what) from exc
-            log.info("retrying %s on Postgres at %s after %r", what, self.where, exc)
         except _ANY_DRIVER_ERROR as exc:
-            raise store_error(exc, where=self.where, what=what) from exc
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.outage_grace if ride_through else 0.0)
-        delay = 0.05
-        while True:
-            try:
-                return await self._once(work)
-            except _TRANSIENT as exc:
-                if loop.time() + delay > deadline:
-                    raise store_error(exc, where=self.where, what=what) from exc
-            except _ANY_DRIVER_ERROR as exc:
-                raise store_error(exc, where=self.where, what=what) from exc
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            return await retry_after(
+                exc,
+                lambda: self._once(work),
+                transient=_TRANSIENT,
+                failure=_ANY_DRIVER_ERROR,
+                translate=functools.partial(store_error, where=self.where, what=what),
+                idempotent=idempotent,
+                grace=self.outage_grace if ride_through else 0.0,
+                describe=f"{what} on Postgres at {self.where}",
+            )
 
     async def _once(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         pool = self._pool or await self.pool()

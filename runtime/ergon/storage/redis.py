@@ -37,8 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from ergon.core.codec import error_from_json, error_to_json, reason_from_json, reason_to_json
 from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError
@@ -56,6 +55,7 @@ from ergon.core.records import (
     utcnow,
 )
 from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage.base import StoreLifecycle
 from ergon.storage.redis_connection import Connection, Subscriber, split_url
 from ergon.storage.redis_scripts import events_channel, flow_key, steps_key
 
@@ -64,7 +64,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-class RedisStore:
+class RedisStore(StoreLifecycle):
     """A `Store` in Redis, all keys under `prefix` (several stores can share a database).
 
     `url` is a `redis://[:password@]host:port/db`, `rediss://…` or `unix:///path?db=n` URL; its
@@ -112,17 +112,6 @@ class RedisStore:
     async def close(self) -> None:
         await self._subscriber.close()
         await self._redis.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # --- executing ------------------------------------------------------------------------
 

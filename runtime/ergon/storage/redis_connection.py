@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from typing import Any
@@ -31,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ergon.core.errors import StoreError
 from ergon.core.store import Notifier
-from ergon.storage.pooling import Pool
+from ergon.storage.pooling import Pool, retry_after
 from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, layout_key
 
 log = logging.getLogger("ergon.storage.redis")
@@ -250,25 +251,17 @@ class Connection:
         that was reachable before restarts."""
         try:
             return await self._once(command)
-        except _UNREACHABLE as exc:
-            if not idempotent:
-                raise store_error(exc, where=self.where, what=what) from exc
-            log.info("retrying %s on Redis at %s after %r", what, self.where, exc)
-        except RedisError as exc:
-            raise store_error(exc, where=self.where, what=what) from exc
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.outage_grace if ride_through else 0.0)
-        delay = 0.05
-        while True:
-            try:
-                return await self._once(command)
-            except _UNREACHABLE as exc:
-                if loop.time() + delay > deadline:
-                    raise store_error(exc, where=self.where, what=what) from exc
-            except RedisError as exc:
-                raise store_error(exc, where=self.where, what=what) from exc
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        except _ANY_ERROR as exc:
+            return await retry_after(
+                exc,
+                lambda: self._once(command),
+                transient=_UNREACHABLE,
+                failure=_ANY_ERROR,
+                translate=functools.partial(store_error, where=self.where, what=what),
+                idempotent=idempotent,
+                grace=self.outage_grace if ride_through else 0.0,
+                describe=f"{what} on Redis at {self.where}",
+            )
 
     async def _once(self, command: tuple[Any, ...]) -> Any:
         pool = self._pool or await self.pool()

@@ -18,8 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ergon.core.codec import error_from_json, error_to_json, reason_from_json, reason_to_json
 from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError, StoreError
@@ -37,6 +36,7 @@ from ergon.core.records import (
     utcnow,
 )
 from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage.base import StoreLifecycle
 from ergon.storage.notify import SocketChannel
 from ergon.storage.sqlite_schema import MIGRATIONS
 
@@ -71,7 +71,7 @@ _RUNNABLE = (
 )
 
 
-class SqliteStore:
+class SqliteStore(StoreLifecycle):
     """A `Store` in one SQLite file (created with its schema on first use)."""
 
     def __init__(
@@ -175,17 +175,6 @@ class SqliteStore:
             inline.close()
             await asyncio.get_running_loop().run_in_executor(thread, waiting.close)
             thread.shutdown(wait=False)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def notifier(self) -> Notifier:
         if self._inline is None:
