@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+def pop_option(url: str, name: str) -> tuple[str, str | None]:
+    """`url` without Ergon's own query option `name` (which drivers would not understand), and
+    the option's value."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    value = next((v for k, v in query if k == name), None)
+    rest = urlencode([(k, v) for k, v in query if k != name])
+    return urlunsplit(parts._replace(query=rest)), value
 
 
 class StoreLifecycle:

@@ -20,12 +20,13 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
 from ergon.core.errors import ErgonError, StoreError
 from ergon.core.store import Notifier
+from ergon.storage.base import pop_option
 from ergon.storage.pooling import Pool, retry_after
 from ergon.storage.postgres_schema import migrate
 
@@ -73,11 +74,7 @@ _REFUSED: tuple[type[BaseException], ...] = (
 
 def split_dsn(dsn: str) -> tuple[str, str | None]:
     """The DSN without Ergon's own `schema` query option, and that option."""
-    parts = urlsplit(dsn)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
+    return pop_option(dsn, "schema")
 
 
 def describe(dsn: str) -> str:

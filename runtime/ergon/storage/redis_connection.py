@@ -19,7 +19,7 @@ import functools
 import hashlib
 import logging
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -32,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ergon.core.errors import StoreError
 from ergon.core.store import Notifier
+from ergon.storage.base import pop_option
 from ergon.storage.pooling import Pool, retry_after
 from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, layout_key
 
@@ -52,11 +53,7 @@ _IN_DOUBT: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_UNREACHA
 
 def split_url(url: str) -> tuple[str, str | None]:
     """The URL without Ergon's own `prefix` query option, and that option."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((v for k, v in query if k == "prefix"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    return pop_option(url, "prefix")
 
 
 def describe(url: str) -> str:
