@@ -1,66 +1,117 @@
-"""`python -m benchmarks`: run the benchmarks and write benchmarks/RESULTS.md."""
+"""`python -m benchmarks` (`make bench`): run every workload, Ergon beside DBOS and the floor, and
+write benchmarks/RESULTS.md and benchmarks/results.png.
+
+`--quick` runs small sizes and `--only NAME[,NAME]` a subset; such partial runs write to
+benchmarks/.partial/ so that the committed RESULTS.md always comes from one full run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime as dt
-import os
+import sys
+import time
 from pathlib import Path
 
-from benchmarks import machine, steps
+from benchmarks import chart, machine, peer, suite
+from benchmarks.report import Section
 
 HERE = Path(__file__).resolve().parent
-# The same servers as the tests; each run uses a database / key prefix of its own.
-POSTGRES_DSN = os.environ.get(
-    "ERGON_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("ERGON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WORKLOADS = ("sequential", "queue", "resume", "fanout", "operator")
 
 
-async def run(n: int, rounds: int) -> list[steps.StepResult]:
-    return [
-        await steps.sqlite(n, rounds, "full"),
-        await steps.sqlite(n, rounds, "normal"),
-        await steps.postgres(n, rounds, POSTGRES_DSN),
-        await steps.redis(n, rounds, REDIS_URL),
-        await steps.memory(n, rounds),
-    ]
+async def run(args: argparse.Namespace, only: set[str]) -> tuple[list[Section], str | None]:
+    settings = suite.Settings.quick() if args.quick else suite.Settings()
+    settings.stores = tuple(args.stores.split(","))
+    dbos: peer.Peer | None = None
+    missing = None
+    if not args.no_peer and only & {"sequential", "queue", "resume", "fanout"}:
+        try:
+            dbos = peer.ensure()
+        except peer.PeerUnavailable as exc:
+            missing = str(exc)
+            print(f"DBOS is not available: {exc}", file=sys.stderr)
+    sections = []
+    steps = {
+        "sequential": suite.sequential,
+        "queue": suite.queue,
+        "resume": suite.resumes,
+        "fanout": suite.fan_out,
+    }
+    for name, workload in steps.items():
+        if name in only:
+            started = time.monotonic()
+            sections.append(await workload(settings, dbos))
+            print(f"{name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    if "operator" in only:
+        started = time.monotonic()
+        sequential, burst = (3, 10) if args.quick else (20, 100)
+        sections.append(await asyncio.to_thread(suite.operator_section, sequential, burst))
+        print(f"operator: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    version = dbos.version if dbos else None
+    notes = await suite.settings_note()
+    sections.append(Section("Server settings in this run", [f"- {note}" for note in notes]))
+    if missing:
+        why = [f"The peer could not be set up: {missing}"]
+        sections.insert(0, Section("DBOS not measured", why))
+    return sections, version
 
 
-def render(results: list[steps.StepResult], n: int, rounds: int) -> str:
+def render(sections: list[Section], dbos_version: str | None, args: argparse.Namespace) -> str:
     info = machine.describe()
+    kind = "quick run (small sizes)" if args.quick else "full run"
     lines = [
         "# Benchmark results",
         "",
-        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {info['cpu']}, "
-        f"Python {info['python']}, SQLite {info['sqlite']}, {info['os']}.",
+        f"One {kind} of `python -m benchmarks` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: "
+        f"{info['cpu']}, Python {info['python']}, SQLite {info['sqlite']}, {info['os']}. "
+        f"Peer: DBOS Transact {dbos_version or '(not measured)'}, in its own virtual environment "
+        "(`benchmarks/.peers/dbos`), as subprocesses. Every system ran on the same machine and "
+        "database servers in this one run, each workload in a database of its own. "
+        "How to rerun and read these: `benchmarks/README.md`. Chart: `results.png`.",
         "",
-        f"## Workload 1: one flow of {n} sequential trivial steps (median of {rounds} rounds)",
+        "Ergon's stores at their defaults: SQLite in WAL mode with `synchronous=FULL` (a returned "
+        "checkpoint survives power loss), Postgres and Redis as configured on the server (below). "
+        "DBOS at its defaults except the queue polling interval (workload 2).",
         "",
-        "Per-step cost of Ergon beside the floor: the raw cost of one durable write per step at "
-        "the same durability setting, measured in the same run, rounds interleaved.",
-        "",
-        "| store | Ergon µs/step | floor µs/write | floor | Ergon / floor |",
-        "|---|---:|---:|---|---:|",
     ]
-    for r in results:
-        floor = f"{r.floor_us:.1f}" if r.floor_us else "-"
-        ratio = f"{r.ratio:.2f}x" if r.ratio else "-"
-        lines.append(f"| {r.store} | {r.ergon_us:.1f} | {floor} | {r.floor} | {ratio} |")
-    return "\n".join(lines) + "\n"
+    ratios = [r for s in sections for r in s.ratios if r.target is not None]
+    if ratios:
+        lines += ["## Targets", ""]
+        lines += [
+            f"- {'met' if r.met else '**missed**'}: {r.label} = {r.value:.2f}x "
+            f"(target {'≤' if r.lower_is_better else '≥'} {r.target or 0:g}x)"
+            for r in ratios
+        ]
+        lines.append("")
+    return "\n".join(lines) + "\n" + "\n".join(s.markdown() for s in sections)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--steps", type=int, default=1000, help="steps in the sequential flow")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {WORKLOADS}")
+    parser.add_argument("--stores", default="sqlite,postgres,redis", help="Ergon's stores")
+    parser.add_argument("--no-peer", action="store_true", help="skip DBOS")
+    parser.add_argument("--output", type=Path, default=None, help="where RESULTS.md goes")
     args = parser.parse_args()
-    results = asyncio.run(run(args.steps, args.rounds))
-    text = render(results, args.steps, args.rounds)
-    args.output.write_text(text)
+    only = set(args.only.split(",")) if args.only else set(WORKLOADS)
+    unknown = only - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload(s) {sorted(unknown)}; choose from {WORKLOADS}")
+    partial = args.quick or only != set(WORKLOADS) or args.no_peer
+    output = args.output or (HERE / ".partial" / "RESULTS.md" if partial else HERE / "RESULTS.md")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    sections, version = asyncio.run(run(args, only))
+    text = render(sections, version, args)
+    output.write_text(text)
+    ratios = [r for s in sections for r in s.ratios]
+    picture = output.with_name("results.png")
+    chart.render(ratios, picture, f"Ergon vs DBOS {version or ''} and the hardware floor")
     print(text)
+    print(f"wrote {output} and {picture} in {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

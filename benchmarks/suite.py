@@ -1,0 +1,326 @@
+"""The five workloads, each run for Ergon beside DBOS (and the floor where one applies) in the same
+run, on the same machine and database servers, and turned into a RESULTS.md section.
+
+Sizes come from `Settings` (full or `--quick`); `peer` is None when DBOS is skipped or could not
+be installed, in which case the sections say so instead of showing a ratio.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from benchmarks import fanout, resume, steps, throughput
+from benchmarks.databases import LABELS, POSTGRES_DSN, REDIS_URL, postgres_setting, store_url
+from benchmarks.peer import Peer, PeerUnavailable
+from benchmarks.report import Ratio, Section, table, times
+from benchmarks.stats import median
+
+T = TypeVar("T")
+DBOS_STORES = ("sqlite", "postgres")
+
+
+@dataclass
+class Settings:
+    steps: int = 1000
+    rounds: int = 5
+    peer_rounds: int = 3
+    queue_flows: int = 1000
+    workers: int = 4
+    concurrency: int = 16
+    ergon_poll_interval: float = 1.0
+    dbos_polling_interval: float = 0.05
+    resume_steps: int = 1000
+    fan_flows: int = 100
+    fan_width: int = 10
+    stores: tuple[str, ...] = ("sqlite", "postgres", "redis")
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            steps=200, rounds=2, peer_rounds=1, queue_flows=200, resume_steps=200, fan_flows=20
+        )
+
+
+async def _peer_side(
+    peer: Peer | None, failures: list[str], what: str, run: Callable[[], Awaitable[T]]
+) -> T | None:
+    """Run one DBOS measurement; a peer failure is reported, not fatal to the whole run."""
+    if peer is None:
+        return None
+    try:
+        return await run()
+    except (PeerUnavailable, AssertionError, KeyError, TimeoutError) as exc:
+        failures.append(f"DBOS {what}: {str(exc).strip().splitlines()[-1][:300]}")
+        return None
+
+
+def _dbos_label(kind: str) -> str:
+    return (
+        "SQLite (rollback journal, synchronous=FULL: DBOS's defaults)"
+        if kind == "sqlite"
+        else (LABELS[kind])
+    )
+
+
+# --- workload 1 ------------------------------------------------------------------------------
+
+
+async def sequential(s: Settings, peer: Peer | None) -> Section:
+    results: list[steps.StepResult] = []
+    if "sqlite" in s.stores:
+        results += [
+            await steps.sqlite(s.steps, s.rounds, "full"),
+            await steps.sqlite(s.steps, s.rounds, "normal"),
+        ]
+    if "postgres" in s.stores:
+        results.append(await steps.postgres(s.steps, s.rounds, POSTGRES_DSN))
+    if "redis" in s.stores:
+        results.append(await steps.redis(s.steps, s.rounds, REDIS_URL))
+    results.append(await steps.memory(s.steps, s.rounds))
+    rows = [
+        [r.store, f"{r.ergon_us:.1f}", f"{r.floor_us:.1f}" if r.floor_us else "-", r.floor,
+         times(r.ratio) if r.ratio else "-"]
+        for r in results
+    ]  # fmt: skip
+    ratios = [
+        Ratio(f"W1 {r.store.split(' (')[0]}{_sync(r.store)}: Ergon ÷ floor", r.ratio, 1.5, True)
+        for r in results
+        if r.ratio
+    ]
+    lines = [
+        f"One flow of {s.steps} trivial sequential async steps; median of {s.rounds} rounds, "
+        "Ergon and the floor interleaved round by round. The floor is the raw cost of one durable "
+        "write per step at the same durability setting.",
+        "",
+        *table(
+            ["store", "Ergon µs/step", "floor µs/write", "floor", "Ergon ÷ floor"], rows, "lrrlr"
+        ),
+    ]
+    failures: list[str] = []
+    peer_rows = []
+    ergon_by_kind = {
+        "sqlite": next((r for r in results if "synchronous=full" in r.store), None),
+        "postgres": next((r for r in results if r.store.startswith("Postgres")), None),
+    }
+    for kind in DBOS_STORES:
+        ours = ergon_by_kind[kind]
+        if kind not in s.stores or ours is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+            async with store_url(kind, tmp) as url:
+
+                async def run(url: str = url) -> float:
+                    assert peer is not None
+                    result = peer.run(
+                        "sequential", {"url": url, "n": s.steps, "rounds": s.peer_rounds}
+                    )
+                    return median(result["us_per_step"])
+
+                theirs = await _peer_side(peer, failures, f"sequential on {kind}", run)
+        if theirs is None:
+            continue
+        ratio = theirs / ours.ergon_us
+        peer_rows.append([_dbos_label(kind), f"{theirs:.1f}", f"{ours.ergon_us:.1f}", times(ratio)])
+        ratios.append(Ratio(f"W1 {LABELS[kind]}: DBOS ÷ Ergon per step", ratio, 6.0))
+    if peer is not None:
+        lines += [
+            "",
+            f"DBOS {peer.version} on the same servers (median of {s.peer_rounds} rounds after a "
+            "warm-up round, one process; async workflow and steps, like Ergon's):",
+            "",
+            *table(["store", "DBOS µs/step", "Ergon µs/step", "DBOS ÷ Ergon"], peer_rows),
+        ]
+    return Section(f"Workload 1: one flow of {s.steps} sequential steps", lines, ratios, failures)
+
+
+def _sync(label: str) -> str:
+    return " normal" if "synchronous=normal" in label else ""
+
+
+# --- workload 2 ------------------------------------------------------------------------------
+
+
+async def queue(s: Settings, peer: Peer | None) -> Section:
+    results: list[throughput.Throughput] = []
+    failures: list[str] = []
+    ratios: list[Ratio] = []
+    for kind in s.stores:
+        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+            async with store_url(kind, tmp) as url:
+                ours = await throughput.ergon_queue(
+                    url, LABELS[kind], flows=s.queue_flows, workers=s.workers,
+                    concurrency=s.concurrency, poll_interval=s.ergon_poll_interval,
+                )  # fmt: skip
+            results.append(ours)
+        if kind not in DBOS_STORES:
+            continue
+        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+            async with store_url(kind, tmp) as url:
+
+                async def run(url: str = url, kind: str = kind) -> throughput.Throughput:
+                    assert peer is not None
+                    return throughput.dbos_queue(
+                        peer, url, _dbos_label(kind), flows=s.queue_flows, workers=s.workers,
+                        concurrency=s.concurrency, polling_interval=s.dbos_polling_interval,
+                    )  # fmt: skip
+
+                theirs = await _peer_side(peer, failures, f"queue on {kind}", run)
+        if theirs is not None:
+            results.append(theirs)
+            ratio = ours.per_second / theirs.per_second
+            ratios.append(Ratio(f"W2 {LABELS[kind]}: Ergon ÷ DBOS flows/s", ratio, 3.0))
+    rows = [[r.system, r.store, f"{r.seconds:.2f}", f"{r.per_second:.0f}"] for r in results]
+    lines = [
+        f"{s.queue_flows} flows of 3 trivial steps, queued one by one from a client process and "
+        f"run by {s.workers} worker processes of {s.concurrency} flows at once each "
+        f"({s.workers * s.concurrency} in all, for both systems). Ergon: `Scheduler.schedule` "
+        f"and `ergon worker` processes (notifications wake them; `--poll-interval "
+        f"{s.ergon_poll_interval:g}` is only the fallback). DBOS: `DBOSClient.enqueue` onto a "
+        "queue "
+        f"registered with `worker_concurrency={s.concurrency}` and `polling_interval_sec="
+        f"{s.dbos_polling_interval:g}` (its default is 1 s) in each of {s.workers} launched "
+        "processes. Clock: first enqueue to the last completion recorded in the database, "
+        "after a warm-up of 8 flows.",
+        "",
+        *table(["system", "store", "seconds", "flows/s"], rows, "llrr"),
+    ]
+    if ratios:
+        lines += ["", *(f"- {r.label}: **{times(r.value)}**" for r in ratios)]
+    return Section(f"Workload 2: {s.queue_flows} flows through the queue", lines, ratios, failures)
+
+
+# --- workload 3 ------------------------------------------------------------------------------
+
+
+async def resumes(s: Settings, peer: Peer | None) -> Section:
+    results: list[resume.Resume] = []
+    failures: list[str] = []
+    ratios: list[Ratio] = []
+    for kind in (*s.stores, "memory"):
+        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+            async with store_url(kind, tmp) as url:
+                ours = await resume.ergon_resume(
+                    url, LABELS[kind], n=s.resume_steps, rounds=s.rounds
+                )
+        results.append(ours)
+        ratios.append(Ratio(f"W3 {LABELS[kind]}: 50 ms ÷ Ergon resume", 50 / ours.ms, 1.0))
+        if kind not in DBOS_STORES:
+            continue
+        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+            async with store_url(kind, tmp) as url:
+
+                async def run(url: str = url, kind: str = kind) -> resume.Resume:
+                    assert peer is not None
+                    return resume.dbos_resume(
+                        peer, url, _dbos_label(kind), n=s.resume_steps, rounds=s.peer_rounds
+                    )
+
+                theirs = await _peer_side(peer, failures, f"resume on {kind}", run)
+        if theirs is not None:
+            results.append(theirs)
+            ratio = theirs.ms / ours.ms
+            ratios.append(Ratio(f"W3 {LABELS[kind]}: DBOS ÷ Ergon replay", ratio, None))
+    rows = [
+        [r.system, r.store, f"{r.ms:.1f}", f"{r.recovery_ms:.1f}" if r.recovery_ms else "-"]
+        for r in results
+    ]
+    lines = [
+        f"A flow whose first {s.resume_steps} operations are recorded steps and whose next one "
+        "waits for a signal (message) that never comes. Ergon: one `Executor.execute()` — load "
+        f"the flow, replay {s.resume_steps} steps, suspend again (median of {s.rounds}). DBOS: "
+        "the workflow is left PENDING by a process that exits mid-wait (as after a crash); a new "
+        "process recovers it with `DBOS.resume_workflow` — replay is the time from the workflow "
+        "body's start to the end of its recorded steps; the recovery column adds the hand-off "
+        f"through DBOS's internal queue (median of {s.peer_rounds} workflows).",
+        "",
+        *table(["system", "store", "replay ms", "recovery ms (with hand-off)"], rows, "llrr"),
+    ]
+    title = f"Workload 3: resume of a flow with {s.resume_steps} recorded steps"
+    return Section(title, lines, ratios, failures)
+
+
+# --- workload 4 ------------------------------------------------------------------------------
+
+
+async def fan_out(s: Settings, peer: Peer | None) -> Section:
+    results: list[fanout.Fan] = []
+    failures: list[str] = []
+    ratios: list[Ratio] = []
+    for kind in (*s.stores, "memory"):
+        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+            async with store_url(kind, tmp) as url:
+                ours = await fanout.ergon_fanout(
+                    url, LABELS[kind], flows=s.fan_flows, width=s.fan_width, rounds=s.peer_rounds
+                )
+        results.append(ours)
+        if kind not in DBOS_STORES:
+            continue
+        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+            async with store_url(kind, tmp) as url:
+
+                async def run(url: str = url, kind: str = kind) -> fanout.Fan:
+                    assert peer is not None
+                    return fanout.dbos_fanout(
+                        peer, url, _dbos_label(kind), flows=s.fan_flows, width=s.fan_width,
+                        rounds=s.peer_rounds,
+                    )  # fmt: skip
+
+                theirs = await _peer_side(peer, failures, f"fan-out on {kind}", run)
+        if theirs is not None:
+            results.append(theirs)
+            ratio = theirs.seconds / ours.seconds
+            ratios.append(Ratio(f"W4 {LABELS[kind]}: Ergon ÷ DBOS flows/s", ratio, None))
+    rows = [[r.system, r.store, f"{r.seconds:.2f}", f"{r.per_second:.0f}"] for r in results]
+    lines = [
+        f"{s.fan_flows} flows started at once in one process, each running {s.fan_width} trivial "
+        "steps in parallel with `asyncio.gather`; median of "
+        f"{s.peer_rounds} rounds after a warm-up.",
+        "",
+        *table(["system", "store", "total seconds", "flows/s"], rows, "llrr"),
+    ]
+    if ratios:
+        lines += ["", *(f"- {r.label}: **{times(r.value)}**" for r in ratios)]
+    return Section(
+        f"Workload 4: {s.fan_flows} flows x {s.fan_width} parallel steps", lines, ratios, failures
+    )
+
+
+async def settings_note() -> list[str]:
+    """Durability settings of the servers, read from them in this run."""
+    notes = []
+    try:
+        commit = await postgres_setting(POSTGRES_DSN, "synchronous_commit")
+        fsync = await postgres_setting(POSTGRES_DSN, "fsync")
+        notes.append(f"Postgres: synchronous_commit={commit}, fsync={fsync}")
+    except Exception as exc:
+        notes.append(f"Postgres unreachable: {exc}")
+    return notes
+
+
+# --- workload 5 ------------------------------------------------------------------------------
+
+
+def operator_section(sequential: int, burst: int) -> Section:
+    from benchmarks import operator
+
+    r = operator.measure(sequential, burst)
+    rows = [
+        [f"apply → Succeeded, one at a time ({r.sequential})", f"p50 {r.p50_s:.2f} s",
+         f"p95 {r.p95_s:.2f} s"],
+        [f"{r.burst} FlowRuns applied at once, until all Succeeded", f"{r.burst_s:.1f} s",
+         f"{r.burst / r.burst_s:.1f} FlowRuns/s"],
+        ["operator peak RSS (VmHWM)", f"{r.peak_rss_mb:.0f} MB", "target < 150 MB"],
+    ]  # fmt: skip
+    lines = [
+        "The operator on the test cluster (`tests/cluster`: a Kubernetes API server and process "
+        "kubelet driven by real kubectl and helm), installed from the chart as the end-to-end "
+        "suite does; each FlowRun runs `examples.orders:OrderFlow` in a worker pod (process). "
+        "No DBOS equivalent: DBOS has no Kubernetes operator.",
+        "",
+        *table(["measure", "value", ""], rows, "lrr"),
+    ]
+    ratios = [Ratio("W5 operator: 150 MB ÷ peak RSS", 150 / r.peak_rss_mb, 1.0)]
+    return Section("Workload 5: the Kubernetes operator", lines, ratios)
