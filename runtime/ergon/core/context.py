@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -123,9 +123,21 @@ class FlowContext:
         return _Suspend()
 
     async def save(self, step: StepRecord, *, consumes: int | None = None) -> None:
-        """Checkpoint `step`; a refused or failed write stops the whole execution."""
-        with self.storing():
+        """Checkpoint `step`; a refused or failed write stops the whole execution.
+
+        Every step passes here, so this is `storing()` written out: the two context managers
+        cost more than the rest of a step's own bookkeeping.
+        """
+        token = enter_internal()
+        try:
             await self.store.save_step(self.flow_id, step, epoch=self.epoch, consumes=consumes)
+        except (FencedError, CancelRequestedError) as exc:
+            raise self._stopped_by(exc) from None
+        except StoreError as exc:
+            raise self._stopped_by(exc) from exc
+        finally:
+            if token is not None:
+                _scope.reset(token)
         self.recorded[step.key] = step
 
     @contextmanager
@@ -135,20 +147,25 @@ class FlowContext:
         with internal():
             try:
                 yield
-            except FencedError:
-                self.interrupt = _Fenced()
-                raise self.interrupt from None
-            except CancelRequestedError:
-                self.interrupt = _Cancelled()
-                raise self.interrupt from None
+            except (FencedError, CancelRequestedError) as exc:
+                raise self._stopped_by(exc) from None
             except StoreError as exc:
-                self.interrupt = _Unavailable(exc)
-                raise self.interrupt from exc
+                raise self._stopped_by(exc) from exc
+
+    def _stopped_by(self, exc: StoreError) -> _Interrupt:
+        if isinstance(exc, FencedError):
+            self.interrupt = _Fenced()
+        elif isinstance(exc, CancelRequestedError):
+            self.interrupt = _Cancelled()
+        else:
+            self.interrupt = _Unavailable(exc)
+        return self.interrupt
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scope:
-    """What code running inside a flow sees."""
+    """What code running inside a flow sees. Never changed once made (not frozen only because
+    a frozen dataclass costs five times as much to create, and a step creates several)."""
 
     flow: FlowContext
     sequence: Sequence
@@ -195,15 +212,21 @@ def internal() -> Iterator[None]:
     while serving a checkpoint must not, or a live run and its replay would number steps
     differently.
     """
-    scope = _scope.get()
-    if scope is None or scope.internal:
-        yield
-        return
-    token = _scope.set(Scope(scope.flow, scope.sequence, scope.step, internal=True))
+    token = enter_internal()
     try:
         yield
     finally:
-        _scope.reset(token)
+        if token is not None:
+            _scope.reset(token)
+
+
+def enter_internal() -> Token[Scope | None] | None:
+    """`internal()` without the context manager, for hot paths: the token to `leave` with, or
+    None when the code already runs internally (or outside any flow)."""
+    scope = _scope.get()
+    if scope is None or scope.internal:
+        return None
+    return _scope.set(Scope(scope.flow, scope.sequence, scope.step, True))
 
 
 def enter(scope: Scope) -> object:

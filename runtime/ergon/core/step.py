@@ -252,7 +252,7 @@ async def _run_live(
             )
         )
         ctx.steps_run += 1
-        return codec.load(text, options.return_type())
+        return codec.reload(value, text, options.return_type())
 
 
 async def _attempt(
