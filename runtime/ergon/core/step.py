@@ -8,7 +8,7 @@ import inspect
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ergon.core import codec, replay
@@ -35,6 +35,13 @@ class StepOptions:
     is_async: bool
     _return_type: object = field(default=None)
     _resolved: bool = False
+    # How an unserializable argument or result is named in its error; made once, not per call.
+    argument_label: str = field(init=False)
+    result_label: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.argument_label = f"argument of step {self.name!r}"
+        self.result_label = f"step {self.name!r} returned a value"
 
     def return_type(self) -> object:
         """The declared return type, resolved on first use (forward references allowed)."""
@@ -154,10 +161,11 @@ async def run_step(
     """Replay the step recorded at `key`, or run it (with retries) and checkpoint its outcome."""
     ctx = scope.flow
     ctx.check()
-    digest = codec.args_hash(_call_args(args), kwargs, what=f"argument of step {options.name!r}")
-    record = replay.recorded(ctx, key, "step", options.name)
+    digest = codec.args_hash(_call_args(args), kwargs, what=options.argument_label)
     attempt, resume_at = 1, None
-    if record is not None:
+    if key in ctx.recorded:
+        record = replay.recorded(ctx, key, "step", options.name)
+        assert record is not None
         replay.check_arguments(ctx, record, digest)
         if record.state == "completed":
             ctx.steps_replayed += 1
@@ -191,9 +199,16 @@ async def _run_live(
         if resume_at is not None:
             await _sleep_until(resume_at)
             ctx.check()
-        started = utcnow()
+        started = datetime.now(UTC)
+        token = enter(Scope(ctx, scope.sequence, _info(ctx, key, options, attempt)))
         try:
-            value = await _attempt(ctx, scope, key, options, attempt, args, kwargs)
+            try:
+                if options.is_async and options.timeout is None:
+                    value = await options.fn(*args, **kwargs)  # most steps: no extra coroutine
+                else:
+                    value = await _bounded(options, attempt, args, kwargs)
+            finally:
+                leave(token)
         except Exception as exc:
             error = codec.error_from_exception(exc)
             if is_retryable(exc) and options.retry.allows_another(attempt):
@@ -234,7 +249,7 @@ async def _run_live(
                     )
                 )
             raise
-        text = codec.dump(value, what=f"step {options.name!r} returned a value")
+        text = codec.dump(value, what=options.result_label)
         await ctx.save(
             StepRecord(
                 key,
@@ -255,16 +270,8 @@ async def _run_live(
         return codec.reload(value, text, options.return_type())
 
 
-async def _attempt(
-    ctx: FlowContext,
-    scope: Scope,
-    key: str,
-    options: StepOptions,
-    attempt: int,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    info = StepInfo(
+def _info(ctx: FlowContext, key: str, options: StepOptions, attempt: int) -> StepInfo:
+    return StepInfo(
         flow_id=ctx.flow_id,
         name=options.name,
         position=int(key.rpartition(".")[2]),
@@ -272,23 +279,25 @@ async def _attempt(
         attempt=attempt,
         idempotency_key=f"{ctx.flow_id}:{key}",
     )
-    token = enter(Scope(ctx, scope.sequence, info))
+
+
+async def _bounded(
+    options: StepOptions, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """One attempt of a sync step (in a worker thread) or of a step with a timeout."""
+    if options.is_async:
+        body = options.fn(*args, **kwargs)
+    else:
+        body = asyncio.to_thread(options.fn, *args, **kwargs)
+    if options.timeout is None:
+        return await body
     try:
-        if options.is_async:
-            body = options.fn(*args, **kwargs)
-        else:
-            body = asyncio.to_thread(options.fn, *args, **kwargs)
-        if options.timeout is None:
+        async with asyncio.timeout(options.timeout):
             return await body
-        try:
-            async with asyncio.timeout(options.timeout):
-                return await body
-        except TimeoutError:
-            raise TimeoutError(
-                f"step {options.name!r} timed out after {options.timeout:g} s (attempt {attempt})"
-            ) from None
-    finally:
-        leave(token)
+    except TimeoutError:
+        raise TimeoutError(
+            f"step {options.name!r} timed out after {options.timeout:g} s (attempt {attempt})"
+        ) from None
 
 
 def _call_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
