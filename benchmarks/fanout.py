@@ -9,24 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import ergon
 from benchmarks.flows import FanOut
 from benchmarks.peer import Peer
-from benchmarks.stats import median
-
-
-@dataclass
-class Fan:
-    system: str
-    store: str
-    flows: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.flows / self.seconds
+from benchmarks.stats import Rate, median
 
 
 async def _round(store: ergon.Store, r: int, flows: int, width: int) -> float:
@@ -38,16 +25,16 @@ async def _round(store: ergon.Store, r: int, flows: int, width: int) -> float:
     return elapsed
 
 
-async def ergon_fanout(url: str, label: str, *, flows: int, width: int, rounds: int) -> Fan:
+async def ergon_fanout(url: str, label: str, *, flows: int, width: int, rounds: int) -> Rate:
     store = ergon.open_store(url)
     try:
         await _round(store, -1, min(flows, 10), width)  # warm-up
         totals = [await _round(store, r, flows, width) for r in range(rounds)]
     finally:
         await store.close()
-    return Fan("Ergon", label, flows, median(totals))
+    return Rate("Ergon", label, flows, median(totals))
 
 
-def dbos_fanout(peer: Peer, url: str, label: str, *, flows: int, width: int, rounds: int) -> Fan:
+def dbos_fanout(peer: Peer, url: str, label: str, *, flows: int, width: int, rounds: int) -> Rate:
     result = peer.run("fanout", {"url": url, "flows": flows, "width": width, "rounds": rounds})
-    return Fan(f"DBOS {peer.version}", label, flows, median(result["seconds"]))
+    return Rate(f"DBOS {peer.version}", label, flows, median(result["seconds"]))

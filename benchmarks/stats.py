@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def median(values: Sequence[float]) -> float:
@@ -16,3 +17,17 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+@dataclass
+class Rate:
+    """`flows` flows of one system on one store, done in `seconds`."""
+
+    system: str
+    store: str
+    flows: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.flows / self.seconds

@@ -7,6 +7,7 @@ be installed, in which case the sections say so instead of showing a ratio.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from benchmarks import fanout, resume, steps, throughput
 from benchmarks.databases import LABELS, POSTGRES_DSN, REDIS_URL, postgres_setting, store_url
 from benchmarks.peer import Peer, PeerUnavailable
 from benchmarks.report import Ratio, Section, table, times
-from benchmarks.stats import median
+from benchmarks.stats import Rate, median
 
 T = TypeVar("T")
 DBOS_STORES = ("sqlite", "postgres")
@@ -44,16 +45,28 @@ class Settings:
         )
 
 
+async def _in_fresh_store(kind: str, measure: Callable[[str], Awaitable[T]]) -> T:
+    """Run one measurement in a store of its own (a new SQLite file, database or key prefix)."""
+    with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
+        async with store_url(kind, tmp) as url:
+            return await measure(url)
+
+
 async def _peer_side(
-    peer: Peer | None, failures: list[str], what: str, run: Callable[[], Awaitable[T]]
+    peer: Peer | None, failures: list[str], what: str, kind: str, measure: Callable[..., T]
 ) -> T | None:
-    """Run one DBOS measurement; a peer failure is reported, not fatal to the whole run."""
-    if peer is None:
+    """Run one DBOS measurement, `measure(peer, url)`, in a store of its own; a peer failure
+    is reported, not fatal to the whole run."""
+    if peer is None or kind not in DBOS_STORES:
         return None
+
+    async def run(url: str) -> T:
+        return measure(peer, url)
+
     try:
-        return await run()
+        return await _in_fresh_store(kind, run)
     except (PeerUnavailable, AssertionError, KeyError, TimeoutError) as exc:
-        failures.append(f"DBOS {what}: {str(exc).strip().splitlines()[-1][:300]}")
+        failures.append(f"DBOS {what} on {kind}: {str(exc).strip().splitlines()[-1][:300]}")
         return None
 
 
@@ -109,17 +122,9 @@ async def sequential(s: Settings, peer: Peer | None) -> Section:
         ours = ergon_by_kind[kind]
         if kind not in s.stores or ours is None:
             continue
-        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
-            async with store_url(kind, tmp) as url:
-
-                async def run(url: str = url) -> float:
-                    assert peer is not None
-                    result = peer.run(
-                        "sequential", {"url": url, "n": s.steps, "rounds": s.peer_rounds}
-                    )
-                    return median(result["us_per_step"])
-
-                theirs = await _peer_side(peer, failures, f"sequential on {kind}", run)
+        theirs = await _peer_side(
+            peer, failures, "sequential", kind, functools.partial(_dbos_sequential, s=s)
+        )
         if theirs is None:
             continue
         ratio = theirs / ours.ergon_us
@@ -136,6 +141,11 @@ async def sequential(s: Settings, peer: Peer | None) -> Section:
     return Section(f"Workload 1: one flow of {s.steps} sequential steps", lines, ratios, failures)
 
 
+def _dbos_sequential(peer: Peer, url: str, *, s: Settings) -> float:
+    result = peer.run("sequential", {"url": url, "n": s.steps, "rounds": s.peer_rounds})
+    return median(result["us_per_step"])
+
+
 def _sync(label: str) -> str:
     return " normal" if "synchronous=normal" in label else ""
 
@@ -144,30 +154,26 @@ def _sync(label: str) -> str:
 
 
 async def queue(s: Settings, peer: Peer | None) -> Section:
-    results: list[throughput.Throughput] = []
+    results: list[Rate] = []
     failures: list[str] = []
     ratios: list[Ratio] = []
     for kind in s.stores:
-        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
-            async with store_url(kind, tmp) as url:
-                ours = await throughput.ergon_queue(
-                    url, LABELS[kind], flows=s.queue_flows, workers=s.workers,
-                    concurrency=s.concurrency, poll_interval=s.ergon_poll_interval,
-                )  # fmt: skip
-            results.append(ours)
-        if kind not in DBOS_STORES:
-            continue
-        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
-            async with store_url(kind, tmp) as url:
-
-                async def run(url: str = url, kind: str = kind) -> throughput.Throughput:
-                    assert peer is not None
-                    return throughput.dbos_queue(
-                        peer, url, _dbos_label(kind), flows=s.queue_flows, workers=s.workers,
-                        concurrency=s.concurrency, polling_interval=s.dbos_polling_interval,
-                    )  # fmt: skip
-
-                theirs = await _peer_side(peer, failures, f"queue on {kind}", run)
+        ours = await _in_fresh_store(
+            kind,
+            functools.partial(
+                throughput.ergon_queue, label=LABELS[kind], flows=s.queue_flows,
+                workers=s.workers, concurrency=s.concurrency, poll_interval=s.ergon_poll_interval,
+            ),
+        )  # fmt: skip
+        results.append(ours)
+        theirs = await _peer_side(
+            peer, failures, "queue", kind,
+            functools.partial(
+                throughput.dbos_queue, label=_dbos_label(kind), flows=s.queue_flows,
+                workers=s.workers, concurrency=s.concurrency,
+                polling_interval=s.dbos_polling_interval,
+            ),
+        )  # fmt: skip
         if theirs is not None:
             results.append(theirs)
             ratio = ours.per_second / theirs.per_second
@@ -200,25 +206,21 @@ async def resumes(s: Settings, peer: Peer | None) -> Section:
     failures: list[str] = []
     ratios: list[Ratio] = []
     for kind in (*s.stores, "memory"):
-        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
-            async with store_url(kind, tmp) as url:
-                ours = await resume.ergon_resume(
-                    url, LABELS[kind], n=s.resume_steps, rounds=s.rounds
-                )
+        ours = await _in_fresh_store(
+            kind,
+            functools.partial(
+                resume.ergon_resume, label=LABELS[kind], n=s.resume_steps, rounds=s.rounds
+            ),
+        )
         results.append(ours)
         ratios.append(Ratio(f"W3 {LABELS[kind]}: 50 ms ÷ Ergon resume", 50 / ours.ms, 1.0))
-        if kind not in DBOS_STORES:
-            continue
-        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
-            async with store_url(kind, tmp) as url:
-
-                async def run(url: str = url, kind: str = kind) -> resume.Resume:
-                    assert peer is not None
-                    return resume.dbos_resume(
-                        peer, url, _dbos_label(kind), n=s.resume_steps, rounds=s.peer_rounds
-                    )
-
-                theirs = await _peer_side(peer, failures, f"resume on {kind}", run)
+        theirs = await _peer_side(
+            peer, failures, "resume", kind,
+            functools.partial(
+                resume.dbos_resume, label=_dbos_label(kind), n=s.resume_steps,
+                rounds=s.peer_rounds,
+            ),
+        )  # fmt: skip
         if theirs is not None:
             results.append(theirs)
             ratio = theirs.ms / ours.ms
@@ -246,29 +248,25 @@ async def resumes(s: Settings, peer: Peer | None) -> Section:
 
 
 async def fan_out(s: Settings, peer: Peer | None) -> Section:
-    results: list[fanout.Fan] = []
+    results: list[Rate] = []
     failures: list[str] = []
     ratios: list[Ratio] = []
     for kind in (*s.stores, "memory"):
-        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
-            async with store_url(kind, tmp) as url:
-                ours = await fanout.ergon_fanout(
-                    url, LABELS[kind], flows=s.fan_flows, width=s.fan_width, rounds=s.peer_rounds
-                )
+        ours = await _in_fresh_store(
+            kind,
+            functools.partial(
+                fanout.ergon_fanout, label=LABELS[kind], flows=s.fan_flows, width=s.fan_width,
+                rounds=s.peer_rounds,
+            ),
+        )  # fmt: skip
         results.append(ours)
-        if kind not in DBOS_STORES:
-            continue
-        with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
-            async with store_url(kind, tmp) as url:
-
-                async def run(url: str = url, kind: str = kind) -> fanout.Fan:
-                    assert peer is not None
-                    return fanout.dbos_fanout(
-                        peer, url, _dbos_label(kind), flows=s.fan_flows, width=s.fan_width,
-                        rounds=s.peer_rounds,
-                    )  # fmt: skip
-
-                theirs = await _peer_side(peer, failures, f"fan-out on {kind}", run)
+        theirs = await _peer_side(
+            peer, failures, "fan-out", kind,
+            functools.partial(
+                fanout.dbos_fanout, label=_dbos_label(kind), flows=s.fan_flows,
+                width=s.fan_width, rounds=s.peer_rounds,
+            ),
+        )  # fmt: skip
         if theirs is not None:
             results.append(theirs)
             ratio = theirs.seconds / ours.seconds

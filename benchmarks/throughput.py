@@ -13,27 +13,15 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import ergon
 from benchmarks.flows import ThreeSteps
 from benchmarks.peer import Peer
+from benchmarks.stats import Rate
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 8
-
-
-@dataclass
-class Throughput:
-    system: str
-    store: str
-    flows: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.flows / self.seconds
 
 
 def start_ergon_workers(
@@ -82,7 +70,7 @@ async def _until_done(client: ergon.Client, ids: list[str], timeout: float) -> N
 
 async def ergon_queue(
     url: str, label: str, *, flows: int, workers: int, concurrency: int, poll_interval: float
-) -> Throughput:
+) -> Rate:
     processes = start_ergon_workers(url, workers, concurrency, poll_interval)
     store = ergon.open_store(url)
     try:
@@ -99,7 +87,7 @@ async def ergon_queue(
     finally:
         stop(processes)
         await store.close()
-    return Throughput("Ergon", label, flows, finished - started)
+    return Rate("Ergon", label, flows, finished - started)
 
 
 def dbos_queue(
@@ -111,7 +99,7 @@ def dbos_queue(
     workers: int,
     concurrency: int,
     polling_interval: float,
-) -> Throughput:
+) -> Rate:
     settings = {"url": url, "concurrency": concurrency, "polling_interval": polling_interval}
     try:
         processes = [peer.start_worker(settings) for _ in range(workers)]
@@ -120,4 +108,4 @@ def dbos_queue(
         result = peer.run("queue-client", {"url": url, "flows": flows, "warmup": WARMUP})
     finally:
         peer.stop_workers()
-    return Throughput(f"DBOS {peer.version}", label, flows, float(result["seconds"]))
+    return Rate(f"DBOS {peer.version}", label, flows, float(result["seconds"]))

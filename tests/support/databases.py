@@ -54,13 +54,6 @@ async def _drop(dsn: str, database: str) -> None:
         await conn.close()
 
 
-def _drop_at_exit(server: str, database: str) -> None:
-    try:
-        asyncio.run(_drop(server, database))
-    except Exception as exc:  # the server may be gone already; say so, do not fail the run
-        print(f"could not drop test database {database}: {exc}")
-
-
 def postgres_database(server: str | None = None) -> str:
     """The DSN of this process's own test database (created on first call, dropped at exit)."""
     server = server or postgres_dsn()
