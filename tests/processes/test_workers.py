@@ -132,7 +132,9 @@ async def test_a_stalled_worker_is_fenced_when_it_wakes_up(tmp_path: Path) -> No
             ("slow", "completed"),
             ("last", "completed"),
         ]
-        assert "lost flow" in (tmp_path / "stalled.log").read_text()
+        # Fenced either way: its lease renewal finds the lease gone, or its checkpoint is refused.
+        told = (tmp_path / "stalled.log").read_text()
+        assert "lost its lease on flow" in told or "lost flow" in told, told
     finally:
         if stalled.poll() is None:
             stalled.send_signal(signal.SIGCONT)
