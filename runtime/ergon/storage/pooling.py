@@ -12,9 +12,10 @@ than returned, so a restarted server costs at most the one call that found its c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ergon.core.errors import StoreError
 
@@ -115,3 +116,67 @@ class Pool(Generic[C]):
         idle, self._idle = self._idle, []
         for conn in idle:
             await self._disconnect(conn)
+
+
+class PooledConnections(Generic[C]):
+    """The connections of one networked store: a `Pool` opened on first use (`_open`, by the
+    backend), and the retry of a call whose first attempt failed (`retry`).
+
+    A backend names itself in messages (`backend`), says which driver errors are worth a retry
+    (`transient`) and which are errors at all (`failure`), and turns them into `StoreError`s
+    (`translate`).
+    """
+
+    backend: ClassVar[str]
+    transient: ClassVar[Errors]
+    failure: ClassVar[Errors]
+
+    def __init__(self, *, where: str, outage_grace: float) -> None:
+        self.where = where
+        self.outage_grace = outage_grace
+        self._pool: Pool[C] | None = None
+        self._opening: asyncio.Lock | None = None
+
+    def translate(self, error: BaseException, *, what: str) -> StoreError:
+        raise NotImplementedError
+
+    async def _open(self) -> Pool[C]:
+        raise NotImplementedError
+
+    async def pool(self) -> Pool[C]:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await self._open()
+        return self._pool
+
+    async def retry(
+        self,
+        error: BaseException,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool,
+        ride_through: bool,
+    ) -> T:
+        """After the first attempt at `what` failed with `error`: `retry_after`, with a grace of
+        `outage_grace` seconds for calls that `ride_through` a server restart (checkpoints and
+        ends of executions, whose failure would make steps run again), else none."""
+        return await retry_after(
+            error,
+            attempt,
+            transient=self.transient,
+            failure=self.failure,
+            translate=functools.partial(self.translate, what=what),
+            idempotent=idempotent,
+            grace=self.outage_grace if ride_through else 0.0,
+            describe=f"{what} on {self.backend} at {self.where}",
+        )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

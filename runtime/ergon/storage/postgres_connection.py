@@ -27,7 +27,7 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 from ergon.core.errors import ErgonError, StoreError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
-from ergon.storage.pooling import Pool, retry_after
+from ergon.storage.pooling import Pool, PooledConnections
 from ergon.storage.postgres_schema import migrate
 
 T = TypeVar("T")
@@ -117,8 +117,12 @@ def _usable(conn: asyncpg.Connection) -> bool:
     return not conn.is_closed() and not conn.is_in_transaction()
 
 
-class Connections:
+class Connections(PooledConnections[asyncpg.Connection]):
     """The connections of one store: a pool opened (and the schema migrated) on first use."""
+
+    backend = "Postgres"
+    transient = _TRANSIENT
+    failure = _ANY_DRIVER_ERROR
 
     def __init__(
         self,
@@ -130,15 +134,12 @@ class Connections:
         command_timeout: float | None,
         outage_grace: float,
     ) -> None:
+        super().__init__(where=describe(dsn), outage_grace=outage_grace)
         self.dsn = dsn
-        self.outage_grace = outage_grace
         self.schema = schema
-        self.where = describe(dsn)
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self._pool: Pool[asyncpg.Connection] | None = None
-        self._opening: asyncio.Lock | None = None
 
     async def connect(self, application: str = "ergon") -> asyncpg.Connection:
         """A new connection (raises the driver's errors)."""
@@ -149,15 +150,8 @@ class Connections:
             server_settings={"application_name": application},
         )
 
-    async def pool(self) -> Pool[asyncpg.Connection]:
-        if self._pool is not None:
-            return self._pool
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._pool is None:
-                self._pool = await self._open()
-        return self._pool
+    def translate(self, error: BaseException, *, what: str) -> StoreError:
+        return store_error(error, where=self.where, what=what)
 
     async def _open(self) -> Pool[asyncpg.Connection]:
         pool: Pool[asyncpg.Connection] = Pool(
@@ -200,15 +194,9 @@ class Connections:
         try:
             return await self._once(work)
         except _ANY_DRIVER_ERROR as exc:
-            return await retry_after(
-                exc,
-                lambda: self._once(work),
-                transient=_TRANSIENT,
-                failure=_ANY_DRIVER_ERROR,
-                translate=functools.partial(store_error, where=self.where, what=what),
-                idempotent=idempotent,
-                grace=self.outage_grace if ride_through else 0.0,
-                describe=f"{what} on Postgres at {self.where}",
+            attempt = functools.partial(self._once, work)
+            return await self.retry(
+                exc, what, attempt, idempotent=idempotent, ride_through=ride_through
             )
 
     async def _once(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -224,11 +212,6 @@ class Connections:
             raise
         pool.release(conn)
         return result
-
-    async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
 
 
 class Listener:

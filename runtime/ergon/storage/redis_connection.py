@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ergon.core.errors import StoreError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
-from ergon.storage.pooling import Pool, retry_after
+from ergon.storage.pooling import Pool, PooledConnections
 from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, layout_key
 
 log = logging.getLogger("ergon.storage.redis")
@@ -100,13 +100,17 @@ async def _disconnect(conn: RedisConnection) -> None:
         await conn.disconnect(nowait=True)
 
 
-class Connection:
+class Connection(PooledConnections[RedisConnection]):
     """The connections of one store: a pool opened (and the layout checked) on first use.
 
     Commands go straight to pooled redis-py connections (send, read): no per-command socket
     probe, no client-side retry. Scripts are called by SHA and loaded when the server does not
     know them (first use, or after a restart that emptied its script cache).
     """
+
+    backend = "Redis"
+    transient = _UNREACHABLE
+    failure = _ANY_ERROR
 
     def __init__(
         self,
@@ -118,16 +122,13 @@ class Connection:
         command_timeout: float | None,
         outage_grace: float,
     ) -> None:
+        super().__init__(where=describe(url), outage_grace=outage_grace)
         self.url = url
-        self.outage_grace = outage_grace
         self.prefix = prefix
-        self.where = describe(url)
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.max_connections = max_connections
         self._factory: aioredis.ConnectionPool | None = None
-        self._pool: Pool[RedisConnection] | None = None
-        self._opening: asyncio.Lock | None = None
         self._shas = {name: _sha(PRELUDE_FOR[name] + body) for name, body in SCRIPTS.items()}
 
     def new_client(self) -> aioredis.Redis:
@@ -147,15 +148,8 @@ class Connection:
         await conn.connect()  # type: ignore[no-untyped-call, unused-ignore]
         return conn
 
-    async def pool(self) -> Pool[RedisConnection]:
-        if self._pool is not None:
-            return self._pool
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._pool is None:
-                self._pool = await self._open()
-        return self._pool
+    def translate(self, error: BaseException, *, what: str) -> StoreError:
+        return store_error(error, where=self.where, what=what)
 
     async def _open(self) -> Pool[RedisConnection]:
         # socket_timeout None: the command timeout is applied around each call instead (one
@@ -249,15 +243,9 @@ class Connection:
         try:
             return await self._once(command)
         except _ANY_ERROR as exc:
-            return await retry_after(
-                exc,
-                lambda: self._once(command),
-                transient=_UNREACHABLE,
-                failure=_ANY_ERROR,
-                translate=functools.partial(store_error, where=self.where, what=what),
-                idempotent=idempotent,
-                grace=self.outage_grace if ride_through else 0.0,
-                describe=f"{what} on Redis at {self.where}",
+            attempt = functools.partial(self._once, command)
+            return await self.retry(
+                exc, what, attempt, idempotent=idempotent, ride_through=ride_through
             )
 
     async def _once(self, command: tuple[Any, ...]) -> Any:
@@ -288,9 +276,7 @@ class Connection:
         return await _command(conn, "EVALSHA", sha, 0, self.prefix, *args)
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await super().close()
         factory, self._factory = self._factory, None
         if factory is not None:
             with contextlib.suppress(*_ANY_ERROR):
