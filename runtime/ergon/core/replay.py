@@ -19,18 +19,22 @@ def recorded(ctx: FlowContext, key: str, kind: StepKind, name: str) -> StepRecor
     `NonDeterminismError`, which no `except` in the flow can turn into success.
     """
     record = ctx.recorded.get(key)
-    if record is None:
-        return None
+    if record is not None:
+        check_operation(ctx, record, kind, name)
+    return record
+
+
+def check_operation(ctx: FlowContext, record: StepRecord, kind: StepKind, name: str) -> None:
+    """`recorded()`'s check, for a caller that looked the record up itself."""
     if record.name != name or record.kind != kind:
         error = NonDeterminismError(
-            f"non-deterministic flow {ctx.flow_id}: position {key} recorded {record.kind} "
+            f"non-deterministic flow {ctx.flow_id}: position {record.key} recorded {record.kind} "
             f"{record.name!r} but the flow now calls {kind} {name!r} there. The flow's code "
             "changed in a way that does not match its recorded history; deploy the change under "
             "a new version (Scheduler.with_version) so running flows finish on the old code."
         )
         ctx.fatal = error
         raise error
-    return record
 
 
 def check_arguments(ctx: FlowContext, record: StepRecord, digest: str | None) -> None:

@@ -163,9 +163,9 @@ async def run_step(
     ctx.check()
     digest = codec.args_hash(_call_args(args), kwargs, what=options.argument_label)
     attempt, resume_at = 1, None
-    if key in ctx.recorded:
-        record = replay.recorded(ctx, key, "step", options.name)
-        assert record is not None
+    record = ctx.recorded.get(key)  # looked up here: the live path of a step is hot
+    if record is not None:
+        replay.check_operation(ctx, record, "step", options.name)
         replay.check_arguments(ctx, record, digest)
         if record.state == "completed":
             ctx.steps_replayed += 1
