@@ -82,6 +82,7 @@ def __getattr__(name: str) -> Any:
             raise ImportError(f"ergon.{name} needs: pip install 'ergon[{extra}]' ({exc})") from exc
     raise AttributeError(f"module 'ergon' has no attribute {name!r}")
 
+
 __all__ = [
     "Cancelled",
     "ChildFlowError",
