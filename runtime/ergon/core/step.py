@@ -8,15 +8,15 @@ import inspect
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ergon.core import codec, replay
 from ergon.core.branches import operation
 from ergon.core.context import FlowContext, Scope, StepInfo, current_scope, enter, leave
-from ergon.core.errors import FlowContextError, FlowDefinitionError
+from ergon.core.errors import FlowContextError, FlowDefinitionError, FlowError
 from ergon.core.flow import Flow
-from ergon.core.records import StepRecord, utcnow
+from ergon.core.records import StepRecord, StepState, utcnow
 from ergon.core.retry import RetryPolicy, is_retryable, seconds
 
 P = ParamSpec("P")
@@ -199,7 +199,7 @@ async def _run_live(
         if resume_at is not None:
             await _sleep_until(resume_at)
             ctx.check()
-        started = datetime.now(UTC)
+        started = utcnow()
         token = enter(Scope(ctx, scope.sequence, _info(ctx, key, options, attempt)))
         try:
             try:
@@ -214,60 +214,45 @@ async def _run_live(
             if is_retryable(exc) and options.retry.allows_another(attempt):
                 resume_at = utcnow() + timedelta(seconds=options.retry.delay_after(attempt))
                 await ctx.save(
-                    StepRecord(
-                        key,
-                        options.name,
-                        "retrying",
-                        "step",
-                        attempt,
-                        None,
-                        error,
-                        started,
-                        None,
-                        resume_at,
-                        ctx.attempt,
-                        digest,
-                    )
-                )
+                    _record(ctx, key, options, digest, attempt, started, "retrying",
+                            error=error, fire_at=resume_at)
+                )  # fmt: skip
                 attempt += 1
                 continue
             if options.cache_errors:
                 await ctx.save(
-                    StepRecord(
-                        key,
-                        options.name,
-                        "failed",
-                        "step",
-                        attempt,
-                        None,
-                        error,
-                        started,
-                        utcnow(),
-                        None,
-                        ctx.attempt,
-                        digest,
-                    )
-                )
+                    _record(ctx, key, options, digest, attempt, started, "failed",
+                            error=error, completed_at=utcnow())
+                )  # fmt: skip
             raise
         text = codec.dump(value, what=options.result_label)
         await ctx.save(
-            StepRecord(
-                key,
-                options.name,
-                "completed",
-                "step",
-                attempt,
-                text,
-                None,
-                started,
-                utcnow(),
-                None,
-                ctx.attempt,
-                digest,
-            )
-        )
+            _record(ctx, key, options, digest, attempt, started, "completed",
+                    result=text, completed_at=utcnow())
+        )  # fmt: skip
         ctx.steps_run += 1
         return codec.reload(value, text, options.return_type())
+
+
+def _record(
+    ctx: FlowContext,
+    key: str,
+    options: StepOptions,
+    digest: str,
+    attempt: int,
+    started_at: datetime,
+    state: StepState,
+    *,
+    result: str | None = None,
+    error: FlowError | None = None,
+    completed_at: datetime | None = None,
+    fire_at: datetime | None = None,
+) -> StepRecord:
+    """The checkpoint of attempt `attempt` of the step at `key`."""
+    return StepRecord(
+        key, options.name, state, "step", attempt, result, error, started_at, completed_at,
+        fire_at, ctx.attempt, digest,
+    )  # fmt: skip
 
 
 def _info(ctx: FlowContext, key: str, options: StepOptions, attempt: int) -> StepInfo:
