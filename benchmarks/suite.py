@@ -78,6 +78,15 @@ def _dbos_label(kind: str) -> str:
     )
 
 
+def _rates(results: list[Rate], ratios: list[Ratio], seconds: str) -> list[str]:
+    """The table of flows per second of every system and store, then the ratios in bold."""
+    rows = [[r.system, r.store, f"{r.seconds:.2f}", f"{r.per_second:.0f}"] for r in results]
+    lines = ["", *table(["system", "store", seconds, "flows/s"], rows, "llrr")]
+    if ratios:
+        lines += ["", *(f"- {r.label}: **{times(r.value)}**" for r in ratios)]
+    return lines
+
+
 # --- workload 1 ------------------------------------------------------------------------------
 
 
@@ -178,7 +187,6 @@ async def queue(s: Settings, peer: Peer | None) -> Section:
             results.append(theirs)
             ratio = ours.per_second / theirs.per_second
             ratios.append(Ratio(f"W2 {LABELS[kind]}: Ergon ÷ DBOS flows/s", ratio, 3.0))
-    rows = [[r.system, r.store, f"{r.seconds:.2f}", f"{r.per_second:.0f}"] for r in results]
     lines = [
         f"{s.queue_flows} flows of 3 trivial steps, queued one by one from a client process and "
         f"run by {s.workers} worker processes of {s.concurrency} flows at once each "
@@ -190,11 +198,8 @@ async def queue(s: Settings, peer: Peer | None) -> Section:
         f"{s.dbos_polling_interval:g}` (its default is 1 s) in each of {s.workers} launched "
         "processes. Clock: first enqueue to the last completion recorded in the database, "
         "after a warm-up of 8 flows.",
-        "",
-        *table(["system", "store", "seconds", "flows/s"], rows, "llrr"),
+        *_rates(results, ratios, "seconds"),
     ]
-    if ratios:
-        lines += ["", *(f"- {r.label}: **{times(r.value)}**" for r in ratios)]
     return Section(f"Workload 2: {s.queue_flows} flows through the queue", lines, ratios, failures)
 
 
@@ -271,16 +276,12 @@ async def fan_out(s: Settings, peer: Peer | None) -> Section:
             results.append(theirs)
             ratio = theirs.seconds / ours.seconds
             ratios.append(Ratio(f"W4 {LABELS[kind]}: Ergon ÷ DBOS flows/s", ratio, None))
-    rows = [[r.system, r.store, f"{r.seconds:.2f}", f"{r.per_second:.0f}"] for r in results]
     lines = [
         f"{s.fan_flows} flows started at once in one process, each running {s.fan_width} trivial "
         "steps in parallel with `asyncio.gather`; median of "
         f"{s.peer_rounds} rounds after a warm-up.",
-        "",
-        *table(["system", "store", "total seconds", "flows/s"], rows, "llrr"),
+        *_rates(results, ratios, "total seconds"),
     ]
-    if ratios:
-        lines += ["", *(f"- {r.label}: **{times(r.value)}**" for r in ratios)]
     return Section(
         f"Workload 4: {s.fan_flows} flows x {s.fan_width} parallel steps", lines, ratios, failures
     )
