@@ -18,12 +18,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ergon.core.errors import StoreError
+from ergon.core.store import Notifier
 
 C = TypeVar("C")
 T = TypeVar("T")
 Errors = tuple[type[BaseException], ...]
 
 log = logging.getLogger("ergon.storage")
+
+RECONNECT_MAX_DELAY = 2.0
 
 
 async def retry_after(
@@ -59,6 +62,26 @@ async def retry_after(
             raise translate(exc) from exc
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+async def reconnect(
+    connect: Callable[[], Awaitable[None]], *, errors: Errors, notifier: Notifier, what: str
+) -> None:
+    """Re-establish a notification channel: `connect` until it works, backing off up to
+    `RECONNECT_MAX_DELAY`; then wake every waiter once, since whatever was sent while the channel
+    was away is lost and they must re-check the store."""
+    delay = 0.05
+    while True:
+        try:
+            await connect()
+        except errors as exc:
+            log.debug("%s not back yet: %r", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            continue
+        log.info("%s re-established", what)
+        notifier.notify()
+        return
 
 
 class Pool(Generic[C]):

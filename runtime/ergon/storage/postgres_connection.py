@@ -27,14 +27,13 @@ import asyncpg  # type: ignore[import-untyped, unused-ignore]
 from ergon.core.errors import ErgonError, StoreError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
-from ergon.storage.pooling import Pool, PooledConnections
+from ergon.storage.pooling import Pool, PooledConnections, reconnect
 from ergon.storage.postgres_schema import migrate
 
 T = TypeVar("T")
 log = logging.getLogger("ergon.storage.postgres")
 
 HEALTH_SECONDS = 10.0
-RECONNECT_MAX_DELAY = 2.0
 
 # The server is unreachable, went away, or is not accepting connections right now.
 _UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -281,18 +280,12 @@ class Listener:
         if self._conn is not None:
             self._conn.terminate()
             self._conn = None
-        delay = 0.05
-        while True:
-            try:
-                await self._listen()
-            except StoreError as exc:
-                log.debug("LISTEN connection to %s not back yet: %s", self.connections.where, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY)
-                continue
-            log.info("LISTEN connection to %s re-established", self.connections.where)
-            self.notifier.notify()  # notifications sent while away are lost: waiters re-check
-            return
+        await reconnect(
+            self._listen,
+            errors=(StoreError,),
+            notifier=self.notifier,
+            what=f"LISTEN connection to {self.connections.where}",
+        )
 
     async def close(self) -> None:
         task, self._task = self._task, None

@@ -33,13 +33,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ergon.core.errors import StoreError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
-from ergon.storage.pooling import Pool, PooledConnections
+from ergon.storage.pooling import Pool, PooledConnections, reconnect
 from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, layout_key
 
 log = logging.getLogger("ergon.storage.redis")
 
 HEALTH_SECONDS = 10.0
-RECONNECT_MAX_DELAY = 2.0
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -370,19 +369,16 @@ class Subscriber:
                 await self._pubsub.ping()  # an idle, dead connection fails here or next read
 
     async def _resubscribe(self) -> None:
-        delay = 0.05
-        while True:
-            await self._drop()
-            try:
-                await self._subscribe()
-            except _ANY_ERROR as exc:
-                log.debug("pub/sub to %s not back yet: %r", self.connection.where, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY)
-                continue
-            log.info("pub/sub connection to %s re-established", self.connection.where)
-            self.notifier.notify()  # messages published while away are lost: waiters re-check
-            return
+        await reconnect(
+            self._subscribe_again,
+            errors=_ANY_ERROR,
+            notifier=self.notifier,
+            what=f"pub/sub connection to {self.connection.where}",
+        )
+
+    async def _subscribe_again(self) -> None:
+        await self._drop()
+        await self._subscribe()
 
     async def _drop(self) -> None:
         pubsub, client = self._pubsub, self._client
