@@ -38,18 +38,11 @@ def _in_own_loop(work: Coroutine[Any, Any, None]) -> None:
         pool.submit(asyncio.run, work).result()
 
 
-async def _create(dsn: str, database: str) -> None:
+async def _admin(dsn: str, statement: str) -> None:
+    """One statement on the server's maintenance connection (CREATE/DROP DATABASE)."""
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        await conn.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await conn.close()
-
-
-async def _drop(dsn: str, database: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await conn.execute(statement)
     finally:
         await conn.close()
 
@@ -60,7 +53,7 @@ def postgres_database(server: str | None = None) -> str:
     with _lock:
         if server not in _databases:
             database = f"ergon_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-            _in_own_loop(_create(server, database))
+            _in_own_loop(_admin(server, f'CREATE DATABASE "{database}"'))
             atexit.register(_drop_at_exit, server, database)
             _databases[server] = _with_database(server, database)
         return _databases[server]
@@ -70,7 +63,7 @@ def _drop_at_exit(server: str, database: str) -> None:
     """Drop this process's database. At exit no loop runs here, and thread pools refuse new work,
     so the coroutine runs directly."""
     try:
-        asyncio.run(_drop(server, database))
+        asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
     except Exception as exc:  # the server may be gone already (a throwaway one)
         print(f"note: could not drop test database {database}: {exc}")
 
