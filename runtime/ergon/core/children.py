@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ergon.core import codec, replay
@@ -55,7 +56,10 @@ async def _invoke(scope: Scope, key: str, child: Flow, explicit_id: str | None) 
     try:
         with ctx.storing():
             outcome = await _child_outcome(ctx, child, child_id)
-        return await _record_outcome(ctx, key, name, child_id, outcome, result_type, record)
+        began = record.started_at if record is not None else None
+        return await _record_outcome(
+            ctx, key, name, child_id, outcome, result_type, record, began or utcnow()
+        )
     finally:
         ctx.active -= 1
 
@@ -78,24 +82,32 @@ async def _record_outcome(
     outcome: Outcome,
     result_type: object,
     record: StepRecord | None,
+    began: datetime,
 ) -> Any:
     match outcome:
         case Completed(value=value):
             text = codec.dump(value, what=f"child flow {child_id} result")
-            await ctx.save(_record(ctx, key, name, "completed", result=text))
+            await ctx.save(_record(ctx, key, name, "completed", result=text, started_at=began))
             ctx.steps_run += 1
             return codec.load(text, result_type)
         case Failed(error=error):
-            await ctx.save(_record(ctx, key, name, "failed", error=error))
+            await ctx.save(_record(ctx, key, name, "failed", error=error, started_at=began))
             raise _child_error(child_id, error)
         case Cancelled():
             error = FlowError("Cancelled", f"child flow {child_id} was cancelled", False)
-            await ctx.save(_record(ctx, key, name, "failed", error=error))
+            await ctx.save(_record(ctx, key, name, "failed", error=error, started_at=began))
             raise _child_error(child_id, error)
         case _:
             if record is None:
                 await ctx.save(
-                    _record(ctx, key, name, "waiting", result=codec.dump(child_id, what=""))
+                    _record(
+                        ctx,
+                        key,
+                        name,
+                        "waiting",
+                        result=codec.dump(child_id, what=""),
+                        started_at=began,
+                    )
                 )
             fire_at = outcome.reason.fire_at
             raise ctx.suspend(SuspendReason("child", child_id, fire_at))
@@ -155,6 +167,7 @@ def _record(
     *,
     result: str | None = None,
     error: FlowError | None = None,
+    started_at: datetime,
 ) -> StepRecord:
     now = utcnow()
     return StepRecord(
@@ -164,7 +177,7 @@ def _record(
         kind="child",
         result=result,
         error=error,
-        started_at=now,
+        started_at=started_at,
         completed_at=None if state == "waiting" else now,
         flow_attempt=ctx.attempt,
     )

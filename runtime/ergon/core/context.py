@@ -27,6 +27,7 @@ from ergon.core.errors import (
     _Suspend,
     _Unavailable,
 )
+from ergon.core.fencing import LeaseDeadline
 from ergon.core.outcomes import SuspendReason
 from ergon.core.records import StepRecord
 from ergon.core.store import Store
@@ -77,6 +78,7 @@ class FlowContext:
         events_seen: int,
         version: str | None,
         inline_children: bool,
+        deadline: LeaseDeadline | None = None,
     ) -> None:
         self.flow_id = flow_id
         self.store = store
@@ -86,6 +88,7 @@ class FlowContext:
         self.events_seen = events_seen
         self.version = version
         self.inline_children = inline_children
+        self.deadline = deadline
         self.suspension: SuspendReason | None = None
         self.wake_at: datetime | None = None
         self.fatal: BaseException | None = None
@@ -101,6 +104,9 @@ class FlowContext:
     def check(self) -> None:
         """Raise if this execution must not start another durable operation."""
         if self.interrupt is not None:
+            raise self.interrupt
+        if self.deadline is not None and self.deadline.lapsed:
+            self.interrupt = _Fenced()  # the lease may be someone else's by now: start nothing
             raise self.interrupt
         if self.cancel_requested:
             self.interrupt = _Cancelled()

@@ -15,6 +15,7 @@ from ergon.core import branches, codec
 from ergon.core.children import outcome_of
 from ergon.core.context import FlowContext, Scope, Sequence, enter, internal, leave
 from ergon.core.errors import FencedError, LeaseLost, _Fenced, _Interrupt, _Unavailable
+from ergon.core.fencing import LeaseDeadline
 from ergon.core.flow import Flow, FlowOptions, entry_point
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, SuspendReason
 from ergon.core.records import FlowEnd, Lease, NewFlow, OpenedFlow, utcnow
@@ -50,6 +51,7 @@ class Executor:
         owner: str | None = None,
         inline_children: bool = True,
         flow_retries: bool = False,
+        deadline: LeaseDeadline | None = None,
     ) -> None:
         if not isinstance(flow, Flow):
             raise TypeError(f"Executor needs an ergon.Flow instance, got {type(flow).__qualname__}")
@@ -64,6 +66,7 @@ class Executor:
         self.owner = owner or default_owner()
         self.inline_children = inline_children
         self.flow_retries = flow_retries
+        self.deadline = deadline
         self.entry, self.options = entry_point(type(flow))
         self.context: FlowContext | None = None
 
@@ -90,13 +93,25 @@ class Executor:
             events_seen=status.events,
             version=status.version,
             inline_children=self.inline_children,
+            deadline=self.deadline,
         )
         self.context = ctx
+        if self.deadline is not None and self.deadline.lapsed:  # e.g. stalled since the claim
+            raise LeaseLost(self._lapsed())
         if status.cancel_requested:
             return await self._end(ctx, FlowEnd("cancelled", seen_events=ctx.events_seen))
         value, error = await self._run_body(ctx, flow)
         await _settle(ctx)
         return await self._conclude(ctx, value, error)
+
+    def _lapsed(self) -> str:
+        overdue = self.deadline.overdue() if self.deadline is not None else 0.0
+        why = (
+            "its lease was lost"
+            if overdue == float("inf")
+            else f"its lease may have lapsed {overdue:.1f} s ago (no renewal confirmed in time)"
+        )
+        return f"flow {self.flow_id}: {why}; stopped without running more of it"
 
     async def _open(self) -> OpenedFlow:
         if self.lease is not None:
@@ -135,6 +150,8 @@ class Executor:
         if isinstance(ctx.interrupt, _Unavailable):
             raise ctx.interrupt.error
         if isinstance(ctx.interrupt, _Fenced):
+            if ctx.deadline is not None and ctx.deadline.lapsed:
+                raise LeaseLost(self._lapsed())
             raise LeaseLost(f"flow {self.flow_id} was taken over by another executor")
         if ctx.interrupt is not None or ctx.cancel_requested:
             return await self._end(ctx, FlowEnd("cancelled", seen_events=ctx.events_seen))

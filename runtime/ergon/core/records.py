@@ -87,8 +87,10 @@ class StepRecord:
     flow body spawned ("4.0", "4.1"). `position` is the last part as an int.
 
     `kind` is step, sleep, signal or child. `state` is completed, failed, waiting (a timer, a
-    signal deadline or a child not yet done; `fire_at` holds the time) or retrying (attempt
-    `attempts` failed; the next one is due at `fire_at`).
+    signal wait or a child not yet done; `fire_at` holds the deadline, if any) or retrying
+    (attempt `attempts` failed; the next one is due at `fire_at`). `started_at` is when the
+    operation first started — a step's first attempt, the start of a wait — and is kept across
+    retries and executions, so `completed_at - started_at` includes backoffs and waiting.
     """
 
     key: str

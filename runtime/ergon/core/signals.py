@@ -54,7 +54,7 @@ async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float
     ctx.check()
     step_name = f"signal:{name}"
     record = replay.recorded(ctx, key, "signal", step_name)
-    deadline = None
+    deadline = began = None
     if record is not None:
         if record.state == "completed":
             ctx.steps_replayed += 1
@@ -62,7 +62,7 @@ async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float
         if record.state == "failed" and record.error is not None:
             ctx.steps_replayed += 1
             raise _rebuild(record.error, name)
-        deadline = record.fire_at
+        deadline, began = record.fire_at, record.started_at
     now = utcnow()
     if deadline is None and timeout is not None:
         deadline = now + timedelta(seconds=max(timeout, 0.0))
@@ -70,22 +70,34 @@ async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float
         with ctx.storing():
             signal = await ctx.store.next_signal(ctx.flow_id, name)
         if signal is not None:
-            return await _consume(ctx, key, step_name, signal.payload, signal.seq, type_, name)
+            return await _consume(
+                ctx, key, step_name, signal.payload, signal.seq, type_, name, began
+            )
     if deadline is not None and deadline <= utcnow():
         error = SignalTimeout(
             f"no signal {name!r} arrived before {deadline.isoformat()}", signal=name
         )
         await ctx.save(
-            _record(ctx, key, step_name, "failed", error=codec.error_from_exception(error))
-        )
+            _record(
+                ctx, key, step_name, "failed",
+                error=codec.error_from_exception(error), started_at=began,
+            )
+        )  # fmt: skip
         raise error
-    if deadline is not None and record is None:
+    if record is None:  # recorded even without a deadline: when the wait began
         await ctx.save(_record(ctx, key, step_name, "waiting", fire_at=deadline))
     raise ctx.suspend(SuspendReason("signal", name, deadline))
 
 
 async def _consume(
-    ctx: FlowContext, key: str, step_name: str, payload: str, seq: int, type_: object, name: str
+    ctx: FlowContext,
+    key: str,
+    step_name: str,
+    payload: str,
+    seq: int,
+    type_: object,
+    name: str,
+    began: datetime | None,
 ) -> Any:
     value = pydantic_core.from_json(payload)
     try:
@@ -94,10 +106,14 @@ async def _consume(
         error = SignalPayloadError(
             f"signal {name!r} payload does not match {_type_name(type_)}: {exc}", signal=name
         )
-        failed = _record(ctx, key, step_name, "failed", error=codec.error_from_exception(error))
+        failed = _record(
+            ctx, key, step_name, "failed",
+            error=codec.error_from_exception(error), started_at=began,
+        )  # fmt: skip
         await ctx.save(failed, consumes=seq)
         raise error from None
-    await ctx.save(_record(ctx, key, step_name, "completed", result=payload), consumes=seq)
+    done = _record(ctx, key, step_name, "completed", result=payload, started_at=began)
+    await ctx.save(done, consumes=seq)
     ctx.steps_run += 1
     return result
 
@@ -127,7 +143,9 @@ def _record(
     result: str | None = None,
     error: FlowError | None = None,
     fire_at: datetime | None = None,
+    started_at: datetime | None = None,
 ) -> StepRecord:
+    """The wait's record; `started_at` is when the wait began (kept across executions)."""
     now = utcnow()
     return StepRecord(
         key=key,
@@ -136,7 +154,7 @@ def _record(
         kind="signal",
         result=result,
         error=error,
-        started_at=now,
+        started_at=started_at or now,
         completed_at=None if state == "waiting" else now,
         fire_at=fire_at,
         flow_attempt=ctx.attempt,

@@ -162,7 +162,7 @@ async def run_step(
     ctx = scope.flow
     ctx.check()
     digest = codec.args_hash(_call_args(args), kwargs, what=options.argument_label)
-    attempt, resume_at = 1, None
+    attempt, resume_at, first_started = 1, None, None
     record = ctx.recorded.get(key)  # looked up here: the live path of a step is hot
     if record is not None:
         replay.check_operation(ctx, record, "step", options.name)
@@ -176,9 +176,12 @@ async def run_step(
                 raise codec.rebuild_exception(record.error)
         elif record.state == "retrying":
             attempt, resume_at = record.attempts + 1, record.fire_at
+            first_started = record.started_at
     ctx.active += 1
     try:
-        return await _run_live(ctx, scope, key, options, args, kwargs, attempt, resume_at, digest)
+        return await _run_live(
+            ctx, scope, key, options, args, kwargs, attempt, resume_at, digest, first_started
+        )
     finally:
         ctx.active -= 1
 
@@ -193,13 +196,18 @@ async def _run_live(
     attempt: int,
     resume_at: datetime | None,
     digest: str,
+    started: datetime | None,
 ) -> Any:
-    """Run attempts until one succeeds or the policy gives up; checkpoint what happened."""
+    """Run attempts until one succeeds or the policy gives up; checkpoint what happened.
+
+    Every record carries the first attempt's start, so its duration includes the backoffs.
+    """
     while True:
         if resume_at is not None:
             await _sleep_until(resume_at)
-            ctx.check()
-        started = utcnow()
+            ctx.check()  # a worker stalled through the backoff must not start the next attempt
+        if started is None:
+            started = utcnow()
         token = enter(Scope(ctx, scope.sequence, _info(ctx, key, options, attempt)))
         try:
             try:

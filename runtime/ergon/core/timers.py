@@ -40,7 +40,8 @@ async def _sleep(scope: Scope, key: str, duration: float) -> None:
     else:
         fire_at = now + timedelta(seconds=max(duration, 0.0))
     if fire_at <= now:
-        await ctx.save(_record(key, "completed", fire_at, now, ctx.attempt, now))
+        began = record.started_at if record is not None and record.started_at else now
+        await ctx.save(_record(key, "completed", fire_at, began, ctx.attempt, now))
         return
     if record is None:
         await ctx.save(_record(key, "waiting", fire_at, now, ctx.attempt, None))

@@ -3,7 +3,9 @@
 Leases are renewed every third of their length, so a worker survives two missed renewals before
 another worker may take its flows over. A renewal also says which flows were asked to cancel; the
 worker renews early (debounced) after every store notification, so a cancellation reaches a
-running flow within a fraction of a second instead of a third of a lease.
+running flow within a fraction of a second instead of a third of a lease. Each confirmed renewal
+moves the executions' local deadlines on (`ergon.core.fencing`): a worker that cannot renew
+stops starting work before its lease can be anybody else's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from ergon.core.errors import StoreError
+from ergon.core.fencing import lease_clock
 from ergon.core.records import Lease
 from ergon.core.store import Renewal, Store
 
@@ -30,7 +33,7 @@ class LeaseKeeper:
         owner: str,
         lease_seconds: float,
         leases: Callable[[], list[Lease]],
-        on_renewal: Callable[[Renewal], None],
+        on_renewal: Callable[[Renewal, list[Lease], float], None],
     ) -> None:
         self.store = store
         self.owner = owner
@@ -55,6 +58,7 @@ class LeaseKeeper:
             leases = self.leases()
             if not leases:
                 continue
+            sent_at = lease_clock()  # a confirmed lease runs from the request, not the reply
             try:
                 renewal = await self.store.renew_leases(
                     owner=self.owner, leases=leases, lease_seconds=self.lease_seconds
@@ -62,4 +66,4 @@ class LeaseKeeper:
             except StoreError as exc:
                 log.warning("worker %s could not renew its leases: %s", self.owner, exc)
                 continue
-            self.on_renewal(renewal)
+            self.on_renewal(renewal, leases, sent_at)

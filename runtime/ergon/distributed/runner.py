@@ -1,19 +1,27 @@
-"""`ergon.run`: run one flow to its end in this process."""
+"""`ergon.run`: run one flow to its end in this process; `execute_watched`: one execution of a
+flow owned without a lease (the operator's worker pods), fenced like a worker's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
 
-from ergon.core.errors import FlowCancelledError, FlowFailed
+from ergon.core.errors import FlowCancelledError, FlowFailed, StoreError
 from ergon.core.executor import Executor
+from ergon.core.fencing import LeaseDeadline, lease_clock
 from ergon.core.flow import Flow
-from ergon.core.outcomes import Cancelled, Completed, Failed, Suspended
+from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended
 from ergon.core.records import utcnow
 from ergon.core.store import Notifier, Store
 from ergon.storage.sqlite import SqliteStore
 from ergon.storage.urls import DEFAULT_SQLITE
+
+log = logging.getLogger("ergon.runner")
 
 POLL_SECONDS = 1.0
 
@@ -64,3 +72,50 @@ async def _until_woken(
                 return
             wait = min(wait, left)
         await notifier.wait(mark, wait)
+
+
+async def execute_watched(
+    flow_id: str,
+    flow: Flow,
+    store: Store,
+    *,
+    lease_seconds: float = 30.0,
+    flow_retries: bool = True,
+) -> Outcome:
+    """Execute a recorded flow once, taking it over, and stop starting work once this process
+    can no longer be sure it still holds it.
+
+    A flow opened outside a worker has no lease that expires, so another process may take it
+    over at any time (the operator starts a new pod once it sees this one gone). Every third of
+    `lease_seconds` the execution confirms with the store that its epoch is still current; if
+    it cannot confirm for `lease_seconds` (less the safety margin), or learns it was taken
+    over, it starts no further step, attempt or wake-up (`ergon.LeaseLost`).
+    """
+    deadline = LeaseDeadline(lease_seconds=lease_seconds, confirmed_at=lease_clock())
+    executor = Executor(flow_id, flow, store, flow_retries=flow_retries, deadline=deadline)
+    watch = asyncio.create_task(_confirm_ownership(executor, deadline, lease_seconds / 3))
+    try:
+        return await executor.execute()
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+
+async def _confirm_ownership(executor: Executor, deadline: LeaseDeadline, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        context = executor.context
+        if context is None:
+            continue  # still opening: the open itself confirms ownership
+        sent_at = lease_clock()
+        try:
+            status = await executor.store.get_flow(executor.flow_id)
+        except StoreError as exc:
+            log.warning("could not confirm ownership of flow %s: %s", executor.flow_id, exc)
+            continue
+        if status is not None and status.epoch == context.epoch and status.state == "running":
+            deadline.confirm(sent_at=sent_at)
+        else:
+            deadline.revoke()
+            return

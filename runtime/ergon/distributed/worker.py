@@ -23,6 +23,7 @@ import pydantic
 
 from ergon.core.errors import FlowDefinitionError, FlowError, LeaseLost, StoreError
 from ergon.core.executor import Executor
+from ergon.core.fencing import LeaseDeadline, lease_clock
 from ergon.core.flow import Flow, entry_point
 from ergon.core.outcomes import Outcome
 from ergon.core.records import FlowEnd, FlowStatus, Lease, utcnow
@@ -36,6 +37,7 @@ log = logging.getLogger("ergon.worker")
 class _Execution:
     flow: FlowStatus
     lease: Lease
+    deadline: LeaseDeadline
     task: asyncio.Task[None] | None = None
     executor: Executor | None = None
     cancel_requested: bool = False
@@ -134,6 +136,7 @@ class Worker:
         free = self.concurrency - len(self._running)
         if free <= 0:
             return None
+        sent_at = lease_clock()
         try:
             claimed = await self.store.claim_flows(
                 owner=self.name, version=self.version, lease_seconds=self.lease_seconds, limit=free
@@ -142,7 +145,8 @@ class Worker:
             log.warning("worker %s could not claim flows: %s", self.name, exc)
             return None
         for flow, lease in claimed.flows:
-            execution = _Execution(flow, lease)
+            deadline = LeaseDeadline(lease_seconds=self.lease_seconds, confirmed_at=sent_at)
+            execution = _Execution(flow, lease, deadline)
             self._running[flow.id] = execution
             execution.task = asyncio.create_task(self._execute(execution), name=f"ergon:{flow.id}")
             self.stats.claimed += 1
@@ -186,13 +190,14 @@ class Worker:
                 owner=self.name,
                 inline_children=False,
                 flow_retries=True,
+                deadline=execution.deadline,
             )
             execution.executor = executor
             outcome: Outcome = await executor.execute()
             outcome_name = type(outcome).__name__.lower()
             log.debug("worker %s: flow %s -> %s", self.name, flow.id, outcome)
-        except LeaseLost:
-            log.info("worker %s lost flow %s to another worker", self.name, flow.id)
+        except LeaseLost as exc:
+            log.info("worker %s: %s", self.name, exc)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -235,11 +240,23 @@ class Worker:
     def _leases(self) -> list[Lease]:
         return [execution.lease for execution in self._running.values()]
 
-    def _on_renewal(self, renewal: Renewal) -> None:
-        for flow_id in renewal.lost:
-            execution = self._running.get(flow_id)
-            if execution is not None and execution.task is not None:
-                log.warning("worker %s lost its lease on flow %s; stopping it", self.name, flow_id)
+    def _on_renewal(self, renewal: Renewal, leases: list[Lease], sent_at: float) -> None:
+        """Move on the deadlines of the leases renewed; stop the executions that lost theirs.
+
+        Matched by epoch: a flow that ended and was claimed again meanwhile is not touched.
+        """
+        for lease in leases:
+            execution = self._running.get(lease.flow_id)
+            if execution is None or execution.lease.epoch != lease.epoch:
+                continue
+            if lease.flow_id not in renewal.lost:
+                execution.deadline.confirm(sent_at=sent_at)
+                continue
+            execution.deadline.revoke()
+            if execution.task is not None:
+                log.warning(
+                    "worker %s lost its lease on flow %s; stopping it", self.name, lease.flow_id
+                )
                 execution.task.cancel()
         for flow_id in renewal.cancel_requested:
             execution = self._running.get(flow_id)
