@@ -21,11 +21,14 @@ def start_worker(
     lease_seconds: float = 2.0,
     version: str | None = None,
     log_dir: Path | None = None,
+    module: str = "tests.processes.flows",
 ) -> subprocess.Popen[bytes]:
+    """An `ergon worker` process running the flows of `module`; its output goes to
+    `<log_dir>/<name>.log` when `log_dir` is given."""
     command = [
         sys.executable, "-m", "ergon.cli.main", "worker",
         "--store", url,
-        "--import", "tests.processes.flows",
+        "--import", module,
         "--name", name,
         "--concurrency", str(concurrency),
         "--lease-seconds", str(lease_seconds),
