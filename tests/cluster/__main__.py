@@ -32,38 +32,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", type=Path, required=True, help="where to write it")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--workdir", type=Path, default=Path.cwd(),
-                        help="working directory of pod processes without workingDir")
-    parser.add_argument("--bookmark-interval", type=float, default=60.0,
-                        help="seconds between watch bookmarks")
-    parser.add_argument("--watch-history", type=int, default=10_000,
-                        help="events kept per resource for watches from a resourceVersion")
-    parser.add_argument("--restart-backoff", type=float, default=1.0,
-                        help="first restart back-off of crashed containers, in seconds")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path.cwd(),
+        help="working directory of pod processes without workingDir",
+    )
+    parser.add_argument(
+        "--bookmark-interval", type=float, default=60.0, help="seconds between watch bookmarks"
+    )
+    parser.add_argument(
+        "--watch-history",
+        type=int,
+        default=10_000,
+        help="events kept per resource for watches from a resourceVersion",
+    )
+    parser.add_argument(
+        "--restart-backoff",
+        type=float,
+        default=1.0,
+        help="first restart back-off of crashed containers, in seconds",
+    )
     parser.add_argument("--max-restart-backoff", type=float, default=30.0)
-    parser.add_argument("--kubectl", type=Path, default=_default_kubectl(),
-                        help="kubectl binary whose protobuf descriptors decode protobuf bodies")
-    parser.add_argument("--no-workload-status", action="store_true",
-                        help="leave Deployments etc. without the 'available' status")
+    parser.add_argument(
+        "--kubectl",
+        type=Path,
+        default=_default_kubectl(),
+        help="kubectl binary whose protobuf descriptors decode protobuf bodies",
+    )
+    parser.add_argument(
+        "--no-workload-status",
+        action="store_true",
+        help="leave Deployments etc. without the 'available' status",
+    )
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     config = ClusterConfig(
-        workdir=args.workdir.resolve(), kubeconfig=args.kubeconfig.resolve(),
-        history_size=args.watch_history, bookmark_interval=args.bookmark_interval,
-        restart_backoff=args.restart_backoff, max_restart_backoff=args.max_restart_backoff,
-        workload_status=not args.no_workload_status, kubectl=args.kubectl,
+        workdir=args.workdir.resolve(),
+        kubeconfig=args.kubeconfig.resolve(),
+        history_size=args.watch_history,
+        bookmark_interval=args.bookmark_interval,
+        restart_backoff=args.restart_backoff,
+        max_restart_backoff=args.max_restart_backoff,
+        workload_status=not args.no_workload_status,
+        kubectl=args.kubectl,
     )
     cluster = Cluster(config)
     await cluster.start()
     bound: list[str] = []
     app = build_app(cluster, lambda: bound[0] if bound else f"{args.host}:{args.port}")
     # handler_cancellation: a watch or log stream ends as soon as its client disconnects.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
-                           handler_cancellation=True)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
     await site.start()
@@ -90,8 +116,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.log_level != "debug":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     asyncio.run(serve(args))

@@ -28,10 +28,21 @@ from .schemas import SchemaNode
 JSON = dict[str, Any]
 Path = tuple[str, ...]
 
-_IGNORED_METADATA = frozenset({
-    "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink", "generateName",
-})
+_IGNORED_METADATA = frozenset(
+    {
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+        "generateName",
+    }
+)
 
 
 @dataclass
@@ -45,8 +56,12 @@ class Entry:
 
     def as_json(self) -> JSON:
         out: JSON = {
-            "manager": self.manager, "operation": self.operation, "apiVersion": self.api_version,
-            "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(self.fields),
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": to_fields_v1(self.fields),
         }
         if self.subresource:
             out["subresource"] = self.subresource
@@ -158,11 +173,16 @@ def load_entries(obj: JSON) -> list[Entry]:
         if not isinstance(raw, dict) or "manager" not in raw:
             continue
         paths = from_fields_v1(raw.get("fieldsV1") or {})
-        entries.append(Entry(
-            manager=str(raw["manager"]), operation=str(raw.get("operation", "Update")),
-            subresource=str(raw.get("subresource", "")), api_version=str(raw.get("apiVersion", "")),
-            time=str(raw.get("time", "")), fields={p: _MISSING_VALUE for p in paths},
-        ))
+        entries.append(
+            Entry(
+                manager=str(raw["manager"]),
+                operation=str(raw.get("operation", "Update")),
+                subresource=str(raw.get("subresource", "")),
+                api_version=str(raw.get("apiVersion", "")),
+                time=str(raw.get("time", "")),
+                fields={p: _MISSING_VALUE for p in paths},
+            )
+        )
     return entries
 
 
@@ -178,7 +198,12 @@ def store_entries(obj: JSON, entries: list[Entry]) -> None:
 
 
 def record_update(
-    old: JSON | None, new: JSON, node: SchemaNode, *, manager: str, subresource: str = "",
+    old: JSON | None,
+    new: JSON,
+    node: SchemaNode,
+    *,
+    manager: str,
+    subresource: str = "",
 ) -> None:
     """Give ``manager`` the fields a create/update/patch changed; set ``new``'s managedFields."""
     root_only = "status" if subresource == "status" else None
@@ -211,7 +236,12 @@ def _find(entries: list[Entry], manager: str, operation: str, subresource: str) 
 
 
 def apply(
-    live: JSON | None, config: JSON, node: SchemaNode, *, manager: str, force: bool,
+    live: JSON | None,
+    config: JSON,
+    node: SchemaNode,
+    *,
+    manager: str,
+    force: bool,
     subresource: str = "",
 ) -> JSON:
     """The object after ``manager`` applies ``config`` to ``live`` (None: it does not exist)."""
@@ -246,8 +276,12 @@ def apply(
 
 
 def _check_conflicts(
-    entries: list[Entry], applied: dict[Path, Any], current: dict[Path, Any],
-    manager: str, subresource: str, force: bool,
+    entries: list[Entry],
+    applied: dict[Path, Any],
+    current: dict[Path, Any],
+    manager: str,
+    subresource: str,
+    force: bool,
 ) -> None:
     conflicts: list[tuple[Entry, Path]] = []
     for entry in entries:
@@ -263,15 +297,20 @@ def _check_conflicts(
             entry.fields.pop(path, None)
         return
     causes = [
-        Cause("FieldManagerConflict",
-              f'conflict with "{entry.manager}"' + (
-                  f" using {entry.api_version}" if entry.operation == "Update" else ""),
-              render_path(path))
+        Cause(
+            "FieldManagerConflict",
+            f'conflict with "{entry.manager}"'
+            + (f" using {entry.api_version}" if entry.operation == "Update" else ""),
+            render_path(path),
+        )
         for entry, path in conflicts
     ]
     count = len(causes)
-    listing = "\n".join(f"- {c.message}: {c.field}" for c in causes) if count > 1 else (
-        f"{causes[0].message}: {causes[0].field}")
+    listing = (
+        "\n".join(f"- {c.message}: {c.field}" for c in causes)
+        if count > 1
+        else (f"{causes[0].message}: {causes[0].field}")
+    )
     message = f"Apply failed with {count} conflict{'s' if count > 1 else ''}: {listing}"
     raise ApiError(409, "Conflict", message, {}, causes)
 

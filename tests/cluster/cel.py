@@ -1,361 +1,243 @@
-"""A small interpreter for the part of CEL that CRD validation rules use in practice.
+"""CRD validation rules (``x-kubernetes-validations``) evaluated by cel-python (``celpy``).
 
-``x-kubernetes-validations`` rules are CEL expressions over ``self`` (and ``oldSelf`` for
-transition rules such as the immutability rule ``self == oldSelf``). A full CEL implementation
-is far larger than a test server needs, so this one covers: literals, lists and maps, field
-access and indexing, ``has()``, ``size()``, arithmetic, comparisons, ``in``, logical operators,
-the ternary, the string methods ``startsWith``/``endsWith``/``contains``/``matches``/
-``lowerAscii``/``upperAscii``, and the macros ``all``/``exists``/``exists_one``/``map``/
-``filter``. Rules outside that subset raise :class:`CelUnsupported` at compile time and the
-server skips them (README: known differences).
+Rules are CEL expressions over ``self`` (and ``oldSelf`` for transition rules such as the
+immutability rule ``self == oldSelf``). cel-python parses and evaluates standard CEL (literals,
+field access, ``has()``, ``size()``, arithmetic, comparisons, ``in``, logic, the ternary,
+``startsWith``/``endsWith``/``contains``/``matches``, the macros ``all``/``exists``/
+``exists_one``/``map``/``filter``); this module adds, as cel-python custom functions, what
+Kubernetes has on top of it:
+
+- CEL's heterogeneous equality, as cel-go has it: ``1 == 1.0`` is true, ``true == 1`` is false,
+  values of different types are unequal rather than an error (cel-python refuses mixed numbers
+  and, its booleans being ints, finds ``true == 1``);
+- the Kubernetes strings library (``charAt``, ``indexOf``, ``lastIndexOf``, ``lowerAscii``,
+  ``upperAscii``, ``replace``, ``split``, ``substring``, ``trim``, ``join``) and the lists
+  library's ``isSorted``, ``sum``, ``indexOf`` and ``lastIndexOf`` (``min`` is cel-python's own).
+
+Each rule's source is parsed once (:func:`program` is cached). Functions that are neither CEL's
+nor added here (the quantity, URL, IP, regex and format libraries, lists' ``max``, ...) raise
+:class:`CelUnsupported` at compile time, as kube-apiserver rejects undeclared references when the
+CRD is written; the server skips such rules (README: known differences).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import celpy
+from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
+from celpy.evaluation import (
+    CELEvalError,
+    CELFunction,
+    CELUnsupportedError,
+    Result,
+    base_functions,
+)
+
 Env = dict[str, Any]
-Evaluator = Callable[[Env], Any]
 
 
 class CelUnsupported(Exception):
-    """The rule does not parse, or uses CEL this interpreter does not implement."""
+    """The rule does not parse, or calls a function that neither CEL nor this module defines."""
 
 
 class CelError(Exception):
     """Evaluation failed (missing key, wrong types): the rule counts as violated."""
 
 
-_TOKEN = re.compile(r"""
-    \s*(?:
-      (?P<num>\d+\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|0x[0-9a-fA-F]+u?|\d+u?)
-     |(?P<str>[rR]?(?:'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"))
-     |(?P<op>==|!=|<=|>=|&&|\|\||[-+*/%<>!?:.,()\[\]{}])
-     |(?P<id>[A-Za-z_][A-Za-z0-9_]*)
-    )""", re.VERBOSE)
+# Kubernetes' additions, as cel-python custom functions
 
 
-@dataclass(frozen=True)
-class _Tok:
-    kind: str
-    text: str
+def _same(left: Any, right: Any) -> bool:
+    booleans = isinstance(left, celtypes.BoolType), isinstance(right, celtypes.BoolType)
+    if any(booleans):
+        return all(booleans) and bool(left) == bool(right)
+    numbers = (celtypes.IntType, celtypes.UintType, celtypes.DoubleType)
+    if isinstance(left, numbers) and isinstance(right, numbers):
+        return (
+            float(left) == float(right)
+            if isinstance(left, float) or isinstance(right, float)
+            else int(left) == int(right)
+        )
+    if isinstance(left, celtypes.ListType) and isinstance(right, celtypes.ListType):
+        return len(left) == len(right) and all(map(_same, left, right))
+    if isinstance(left, celtypes.MapType) and isinstance(right, celtypes.MapType):
+        return left.keys() == right.keys() and all(_same(v, right[k]) for k, v in left.items())
+    if type(left) is not type(right):
+        return False
+    return bool(left == right)
 
 
-def _tokenize(source: str) -> list[_Tok]:
-    out, pos = [], 0
-    source = source.rstrip()
-    while pos < len(source):
-        match = _TOKEN.match(source, pos)
-        if not match or match.end() == pos:
-            raise CelUnsupported(f"cannot parse {source[pos:]!r}")
-        kind = match.lastgroup or ""
-        out.append(_Tok(kind, match.group(kind)))
-        pos = match.end()
-    out.append(_Tok("end", ""))
-    return out
+def _equal(left: Result, right: Result) -> Result:
+    for side in (left, right):
+        if isinstance(side, CELEvalError):
+            return side
+    return celtypes.BoolType(_same(left, right))
 
 
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
-_BINARY = [("||",), ("&&",), ("==", "!=", "<", "<=", ">", ">=", "in"), ("+", "-"), ("*", "/", "%")]
+def _not_equal(left: Result, right: Result) -> Result:
+    equal = _equal(left, right)
+    return equal if isinstance(equal, CELEvalError) else celtypes.BoolType(not equal)
 
 
-class _Parser:
-    """Recursive descent, one method per precedence level, producing closures."""
-
-    def __init__(self, source: str) -> None:
-        self.toks = _tokenize(source)
-        self.pos = 0
-
-    def peek(self) -> _Tok:
-        return self.toks[self.pos]
-
-    def take(self, text: str | None = None) -> _Tok:
-        tok = self.toks[self.pos]
-        if text is not None and tok.text != text:
-            raise CelUnsupported(f"expected {text!r}, found {tok.text!r}")
-        self.pos += 1
-        return tok
-
-    def parse(self) -> Evaluator:
-        expr = self.ternary()
-        if self.peek().kind != "end":
-            raise CelUnsupported(f"unexpected {self.peek().text!r}")
-        return expr
-
-    def ternary(self) -> Evaluator:
-        cond = self.binary(0)
-        if self.peek().text != "?":
-            return cond
-        self.take("?")
-        yes = self.ternary()
-        self.take(":")
-        no = self.ternary()
-        return lambda env: yes(env) if _truth(cond(env)) else no(env)
-
-    def binary(self, level: int) -> Evaluator:
-        if level == len(_BINARY):
-            return self.unary()
-        left = self.binary(level + 1)
-        while self.peek().text in _BINARY[level] and self.peek().kind in ("op", "id"):
-            op = self.take().text
-            right = self.binary(level + 1)
-            left = _binary(op, left, right)
-        return left
-
-    def unary(self) -> Evaluator:
-        if self.peek().text == "!":
-            self.take()
-            inner = self.unary()
-            return lambda env: not _truth(inner(env))
-        if self.peek().text == "-":
-            self.take()
-            inner = self.unary()
-            return lambda env: -inner(env)
-        return self.member()
-
-    def member(self) -> Evaluator:
-        expr = self.primary()
-        while self.peek().text in (".", "["):
-            if self.take().text == "[":
-                index = self.ternary()
-                self.take("]")
-                expr = _index(expr, index)
-                continue
-            name = self.take().text
-            if self.peek().text != "(":
-                expr = _select(expr, name)
-            elif name in _MACROS:
-                expr = self.macro(expr, name)
-            else:
-                expr = _method(expr, name, self.args())
-        return expr
-
-    def args(self) -> list[Evaluator]:
-        self.take("(")
-        out = []
-        while self.peek().text != ")":
-            out.append(self.ternary())
-            if self.peek().text == ",":
-                self.take()
-        self.take(")")
-        return out
-
-    def macro(self, target: Evaluator, name: str) -> Evaluator:
-        self.take("(")
-        var = self.take().text
-        self.take(",")
-        body = self.ternary()
-        self.take(")")
-        return _macro(name, target, var, body)
-
-    def primary(self) -> Evaluator:
-        tok = self.take()
-        if tok.kind == "num":
-            value = _number(tok.text)
-            return lambda env: value
-        if tok.kind == "str":
-            text = _string(tok.text)
-            return lambda env: text
-        if tok.text == "(":
-            inner = self.ternary()
-            self.take(")")
-            return inner
-        if tok.text == "[":
-            items = []
-            while self.peek().text != "]":
-                items.append(self.ternary())
-                if self.peek().text == ",":
-                    self.take()
-            self.take("]")
-            return lambda env: [item(env) for item in items]
-        if tok.text == "{":
-            pairs = []
-            while self.peek().text != "}":
-                key = self.ternary()
-                self.take(":")
-                pairs.append((key, self.ternary()))
-                if self.peek().text == ",":
-                    self.take()
-            self.take("}")
-            return lambda env: {k(env): v(env) for k, v in pairs}
-        if tok.kind != "id":
-            raise CelUnsupported(f"unexpected {tok.text!r}")
-        constants = {"true": True, "false": False, "null": None}
-        if tok.text in constants:
-            constant = constants[tok.text]
-            return lambda env: constant
-        if self.peek().text == "(":
-            return self.function(tok.text)
-        name = tok.text
-        return lambda env: _lookup(env, name)
-
-    def function(self, name: str) -> Evaluator:
-        if name == "has":
-            self.take("(")
-            start = self.pos
-            self.member()
-            if self.toks[self.pos - 2].text != ".":
-                raise CelUnsupported("has() needs a field selection")
-            field = self.toks[self.pos - 1].text
-            end = self.pos - 2
-            self.take(")")
-            target = _Parser.__new__(_Parser)
-            target.toks, target.pos = [*self.toks[start:end], _Tok("end", "")], 0
-            holder = target.member()
-            return lambda env: _has(holder(env), field)
-        args = self.args()
-        functions: dict[str, Callable[..., Any]] = {
-            "size": len, "int": int, "double": float, "string": _to_string, "bool": bool,
-            "dyn": lambda v: v,
-        }
-        if name not in functions:
-            raise CelUnsupported(f"function {name}() is not supported")
-        function = functions[name]
-        return lambda env: _call(function, [arg(env) for arg in args])
-
-
-def _truth(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise CelError("no matching overload for a logical operator")
-    return value
-
-
-def _lookup(env: Env, name: str) -> Any:
-    if name not in env:
-        raise CelError(f"undeclared reference to '{name}'")
-    return env[name]
-
-
-def _select(target: Evaluator, name: str) -> Evaluator:
-    def select(env: Env) -> Any:
-        value = target(env)
-        if not isinstance(value, dict) or name not in value:
-            raise CelError(f"no such key: {name}")
-        return value[name]
-    return select
-
-
-def _index(target: Evaluator, index: Evaluator) -> Evaluator:
-    def get(env: Env) -> Any:
-        value, key = target(env), index(env)
-        try:
-            return value[key]
-        except (KeyError, IndexError, TypeError) as exc:
-            raise CelError(f"no such key: {key}") from exc
-    return get
-
-
-def _has(value: Any, field: str) -> bool:
-    return isinstance(value, dict) and field in value
-
-
-def _call(function: Callable[..., Any], args: list[Any]) -> Any:
-    try:
-        return function(*args)
-    except (TypeError, ValueError) as exc:
-        raise CelError(str(exc)) from exc
-
-
-def _to_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _text(value: Any) -> str:
+    if not isinstance(value, celtypes.StringType):
+        raise TypeError(f"{type(value).__name__} is not a string")
     return str(value)
 
 
-_METHODS: dict[str, Callable[..., Any]] = {
-    "size": len,
-    "startsWith": lambda s, p: s.startswith(p),
-    "endsWith": lambda s, p: s.endswith(p),
-    "contains": lambda s, p: p in s,
-    "matches": lambda s, p: re.search(p, s) is not None,
-    "lowerAscii": lambda s: s.lower(),
-    "upperAscii": lambda s: s.upper(),
-    "trim": lambda s: s.strip(),
-    "split": lambda s, sep: s.split(sep),
-    "join": lambda items, sep="": sep.join(items),
+def _ascii(text: Any, convert: Callable[[str], str]) -> Result:
+    return celtypes.StringType("".join(convert(c) if c.isascii() else c for c in _text(text)))
+
+
+def _char_at(text: Any, index: Any) -> Result:
+    value = _text(text)
+    if not 0 <= int(index) <= len(value):
+        raise ValueError(f"index out of range: {index}")
+    return celtypes.StringType(value[int(index) : int(index) + 1])
+
+
+def _index_of(target: Any, item: Any, start: Any = 0) -> Result:
+    if isinstance(target, celtypes.ListType):
+        return celtypes.IntType(next((i for i, v in enumerate(target) if _same(v, item)), -1))
+    value = _text(target)
+    if not 0 <= int(start) <= len(value):
+        raise ValueError(f"index out of range: {start}")
+    return celtypes.IntType(value.find(_text(item), int(start)))
+
+
+def _last_index_of(target: Any, item: Any, end: Any = None) -> Result:
+    if isinstance(target, celtypes.ListType):
+        found = [i for i, v in enumerate(target) if _same(v, item)]
+        return celtypes.IntType(found[-1] if found else -1)
+    value, sub = _text(target), _text(item)
+    stop = len(value) if end is None else int(end)
+    if not 0 <= stop <= len(value):
+        raise ValueError(f"index out of range: {end}")
+    return celtypes.IntType(value.rfind(sub, 0, stop + len(sub)))
+
+
+def _replace(text: Any, old: Any, new: Any, count: Any = -1) -> Result:
+    return celtypes.StringType(_text(text).replace(_text(old), _text(new), int(count)))
+
+
+def _split(text: Any, separator: Any, limit: Any = -1) -> Result:
+    value, sep, limit = _text(text), _text(separator), int(limit)
+    if limit == 0:
+        return celtypes.ListType()
+    parts = list(value) if sep == "" else value.split(sep, -1 if limit < 0 else limit - 1)
+    if sep == "" and 0 < limit < len(parts):
+        parts = [*parts[: limit - 1], "".join(parts[limit - 1 :])]
+    return celtypes.ListType(celtypes.StringType(p) for p in parts)
+
+
+def _substring(text: Any, start: Any, end: Any = None) -> Result:
+    value = _text(text)
+    stop = len(value) if end is None else int(end)
+    if not 0 <= int(start) <= stop <= len(value):
+        raise ValueError(f"index out of range: {start}, {stop}")
+    return celtypes.StringType(value[int(start) : stop])
+
+
+def _join(items: Any, separator: Any = None) -> Result:
+    if not isinstance(items, celtypes.ListType):
+        raise TypeError("join needs a list of strings")
+    sep = "" if separator is None else _text(separator)
+    return celtypes.StringType(sep.join(_text(item) for item in items))
+
+
+def _is_sorted(items: Any) -> Result:
+    if not isinstance(items, celtypes.ListType):
+        raise TypeError("isSorted needs a list")
+    values: list[Any] = list(items)
+    return celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
+
+
+def _sum(items: Any) -> Result:
+    if not isinstance(items, celtypes.ListType):
+        raise TypeError("sum needs a list")
+    total: Result = items[0] if items else celtypes.IntType(0)
+    for item in items[1:]:
+        total = operator.add(total, item)
+    return total
+
+
+FUNCTIONS: dict[str, CELFunction] = {
+    "_==_": _equal,
+    "_!=_": _not_equal,
+    "charAt": _char_at,
+    "indexOf": _index_of,
+    "lastIndexOf": _last_index_of,
+    "lowerAscii": lambda text: _ascii(text, str.lower),
+    "upperAscii": lambda text: _ascii(text, str.upper),
+    "replace": _replace,
+    "split": _split,
+    "substring": _substring,
+    "trim": lambda text: celtypes.StringType(_text(text).strip()),
+    "join": _join,
+    "isSorted": _is_sorted,
+    "sum": _sum,
 }
+# handled by cel-python's evaluator itself rather than through its function table
+_MACROS = frozenset({"has", "dyn", "all", "exists", "exists_one", "map", "filter", "min"})
+_KNOWN = frozenset(base_functions) | frozenset(FUNCTIONS) | _MACROS
 
 
-def _method(target: Evaluator, name: str, args: list[Evaluator]) -> Evaluator:
-    if name not in _METHODS:
-        raise CelUnsupported(f"method {name}() is not supported")
-    method = _METHODS[name]
-    return lambda env: _call(method, [target(env), *(arg(env) for arg in args)])
+# compiling and evaluating
 
 
-def _macro(name: str, target: Evaluator, var: str, body: Evaluator) -> Evaluator:
-    def run(env: Env) -> Any:
-        collection = target(env)
-        items = list(collection) if isinstance(collection, dict | list) else None
-        if items is None:
-            raise CelError(f"{name}() needs a list or map")
-        results = [(item, body({**env, var: item})) for item in items]
-        if name == "all":
-            return all(_truth(r) for _, r in results)
-        if name == "exists":
-            return any(_truth(r) for _, r in results)
-        if name == "exists_one":
-            return sum(1 for _, r in results if _truth(r)) == 1
-        if name == "map":
-            return [r for _, r in results]
-        return [item for item, r in results if _truth(r)]
-    return run
+@functools.cache
+def _environment() -> celpy.Environment:
+    return celpy.Environment()
 
 
-def _binary(op: str, left: Evaluator, right: Evaluator) -> Evaluator:
-    if op == "&&":
-        return lambda env: _truth(left(env)) and _truth(right(env))
-    if op == "||":
-        return lambda env: _truth(left(env)) or _truth(right(env))
-
-    def apply(env: Env) -> Any:
-        a, b = left(env), right(env)
-        try:
-            if op == "==":
-                return _equal(a, b)
-            if op == "!=":
-                return not _equal(a, b)
-            if op == "in":
-                return a in b
-            if op == "/" and isinstance(a, int) and isinstance(b, int):
-                return int(a / b)
-            return _OPERATORS[op](a, b)
-        except (TypeError, ZeroDivisionError) as exc:
-            raise CelError(f"no matching overload for '{op}'") from exc
-    return apply
+def _called(ast: Any) -> Iterable[str]:
+    """The names of the functions and methods a parsed expression calls."""
+    for tree in ast.iter_subtrees():
+        if tree.data == "ident_arg":
+            yield str(tree.children[0])
+        elif tree.data == "member_dot_arg":
+            yield str(tree.children[1])
 
 
-_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-    "/": lambda a, b: a / b, "%": lambda a, b: a % b,
-}
+@functools.lru_cache(maxsize=1024)
+def program(source: str) -> celpy.Runner:
+    """Parse ``source`` once and bind the functions above; :class:`CelUnsupported` if it can't."""
+    environment = _environment()
+    try:
+        ast = environment.compile(source)
+    except CELParseError as exc:
+        raise CelUnsupported(f"cannot parse {source!r}: {exc}") from exc
+    for name in _called(ast):
+        if name not in _KNOWN:
+            raise CelUnsupported(f"undeclared reference to '{name}'")
+    return environment.program(ast, functions=FUNCTIONS)
 
 
-def _equal(a: Any, b: Any) -> bool:
-    """CEL equality: no implicit bool/int mixing, structural for lists and maps."""
-    if isinstance(a, bool) != isinstance(b, bool):
-        return False
-    return bool(a == b)
+def _message(error: CELEvalError) -> str:
+    """cel-python's error as kube-apiserver words it (``no such key: x``)."""
+    text = str(error.args[0]) if error.args else "evaluation error"
+    cause = error.args[1] if len(error.args) > 1 else None
+    missing = re.fullmatch(r"no such member in mapping: '(.*)'", text)
+    if missing:
+        return f"no such key: {missing.group(1)}"
+    if cause is IndexError:
+        return "index out of bounds"
+    if "no matching overload" in text or text == "no such overload":
+        return "no such overload"
+    return text.split(" (in activation")[0]
 
 
-def _number(text: str) -> int | float:
-    text = text.rstrip("uU")
-    if text.lower().startswith("0x"):
-        return int(text, 16)
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def _string(text: str) -> str:
-    raw = text[0] in "rR"
-    body = text[2:-1] if raw else text[1:-1]
-    if raw:
-        return body
-    return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+def _plain(value: Any) -> Any:
+    return bool(value) if isinstance(value, celtypes.BoolType) else value
 
 
 @dataclass(frozen=True)
@@ -363,19 +245,34 @@ class Rule:
     """A compiled ``x-kubernetes-validations`` entry."""
 
     source: str
-    evaluate: Evaluator
+    program: celpy.Runner
     message: str
     field_path: str
     reason: str
     uses_old_self: bool
 
+    def evaluate(self, env: Env) -> Any:
+        """The rule's value (a Python bool for a boolean rule) with ``env``'s JSON values."""
+        try:
+            activation = {name: json_to_cel(value) for name, value in env.items()}
+            result = self.program.evaluate(activation)
+        except CELEvalError as exc:
+            raise CelError(_message(exc)) from exc
+        except (CELUnsupportedError, TypeError, ValueError, LookupError, ArithmeticError) as exc:
+            raise CelError(str(exc)) from exc
+        if isinstance(result, CELEvalError):
+            raise CelError(_message(result))
+        return _plain(result)
+
 
 def compile_rule(rule: dict[str, Any]) -> Rule:
     source = str(rule.get("rule", ""))
-    evaluate = _Parser(source).parse()
     message = str(rule.get("message") or f"failed rule: {source}")
     return Rule(
-        source=source, evaluate=evaluate, message=message,
-        field_path=str(rule.get("fieldPath") or ""), reason=str(rule.get("reason") or ""),
+        source=source,
+        program=program(source),
+        message=message,
+        field_path=str(rule.get("fieldPath") or ""),
+        reason=str(rule.get("reason") or ""),
         uses_old_self=re.search(r"\boldSelf\b", source) is not None,
     )

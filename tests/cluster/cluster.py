@@ -59,8 +59,13 @@ class Cluster:
         pod_type, event_type = self.types.get("", "v1", "pods"), self.types.get("", "v1", "events")
         assert pod_type is not None and event_type is not None
         self.kubelet = Kubelet(
-            self.store, self.registry, pod_type, event_type, workdir=config.workdir,
-            base_env=self._pod_base_env(), restart_backoff=config.restart_backoff,
+            self.store,
+            self.registry,
+            pod_type,
+            event_type,
+            workdir=config.workdir,
+            base_env=self._pod_base_env(),
+            restart_backoff=config.restart_backoff,
             max_backoff=config.max_restart_backoff,
         )
         self.openapi = OpenApi(self.types)
@@ -97,23 +102,45 @@ class Cluster:
         system = Options(field_manager="kube-apiserver")
         for name in DEFAULT_NAMESPACES:
             self._create("", "v1", "namespaces", "", {"metadata": {"name": name}}, system)
-        self._create("", "v1", "nodes", "", {
-            "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME,
-                                                       "kubernetes.io/os": "linux"}},
-            "status": {
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "kubelet is posting ready status"}],
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                              {"type": "Hostname", "address": NODE_NAME}],
-                "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
-                "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
-                "nodeInfo": {"kubeletVersion": "v1.33.0", "operatingSystem": "linux",
-                             "architecture": "amd64", "containerRuntimeVersion": "process://"},
+        self._create(
+            "",
+            "v1",
+            "nodes",
+            "",
+            {
+                "metadata": {
+                    "name": NODE_NAME,
+                    "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux"},
+                },
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status",
+                        }
+                    ],
+                    "addresses": [
+                        {"type": "InternalIP", "address": "127.0.0.1"},
+                        {"type": "Hostname", "address": NODE_NAME},
+                    ],
+                    "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
+                    "allocatable": {"cpu": str(os.cpu_count() or 1), "pods": "1000"},
+                    "nodeInfo": {
+                        "kubeletVersion": "v1.33.0",
+                        "operatingSystem": "linux",
+                        "architecture": "amd64",
+                        "containerRuntimeVersion": "process://",
+                    },
+                },
             },
-        }, system)
+            system,
+        )
 
-    def _create(self, group: str, version: str, plural: str, namespace: str, body: JSON,
-                options: Options) -> None:
+    def _create(
+        self, group: str, version: str, plural: str, namespace: str, body: JSON, options: Options
+    ) -> None:
         rtype = self.types.get(group, version, plural)
         assert rtype is not None
         with contextlib.suppress(ApiError):
@@ -124,6 +151,11 @@ class Cluster:
         if event.storage_key == "namespaces" and event.type == "ADDED":
             name = event.obj["metadata"]["name"]
             asyncio.get_running_loop().call_soon(
-                self._create, "", "v1", "serviceaccounts", name,
-                {"metadata": {"name": "default"}}, Options(field_manager="kube-controller-manager"),
+                self._create,
+                "",
+                "v1",
+                "serviceaccounts",
+                name,
+                {"metadata": {"name": "default"}},
+                Options(field_manager="kube-controller-manager"),
             )

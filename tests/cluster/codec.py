@@ -37,10 +37,16 @@ def truthy(value: str | None) -> bool:
 
 
 def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None,
+    body: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")), status=status,
-                        content_type="application/json", headers=headers)
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def wants_table(request: web.Request) -> bool:
@@ -54,8 +60,12 @@ def request_options(request: web.Request) -> Options:
     validation = query.get("fieldValidation") or "Ignore"
     if validation not in ("Ignore", "Warn", "Strict"):
         raise bad_request(f"fieldValidation must be Ignore, Warn or Strict, not {validation!r}")
-    return Options(field_manager=manager, field_validation=validation,
-                   dry_run=bool(query.get("dryRun")), force=truthy(query.get("force")))
+    return Options(
+        field_manager=manager,
+        field_validation=validation,
+        dry_run=bool(query.get("dryRun")),
+        force=truthy(query.get("force")),
+    )
 
 
 async def read_body(cluster: Cluster, request: web.Request) -> Any:

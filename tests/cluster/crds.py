@@ -36,33 +36,56 @@ def complete_and_validate(crd: JSON, old: JSON | None) -> list[Cause]:
     if not group:
         causes.append(Cause("FieldValueRequired", "Required value", "spec.group"))
     elif "." not in group:
-        causes.append(Cause("FieldValueInvalid",
-                            f'Invalid value: "{group}": should be a domain with at least one dot',
-                            "spec.group"))
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                f'Invalid value: "{group}": should be a domain with at least one dot',
+                "spec.group",
+            )
+        )
     if not plural:
         causes.append(Cause("FieldValueRequired", "Required value", "spec.names.plural"))
     elif not _DNS_LABEL.match(plural):
-        causes.append(Cause("FieldValueInvalid", f'Invalid value: "{plural}": a lowercase RFC '
-                            "1123 label must consist of lower case alphanumeric characters",
-                            "spec.names.plural"))
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                f'Invalid value: "{plural}": a lowercase RFC '
+                "1123 label must consist of lower case alphanumeric characters",
+                "spec.names.plural",
+            )
+        )
     if not kind:
         causes.append(Cause("FieldValueRequired", "Required value", "spec.names.kind"))
     name = crd["metadata"].get("name", "")
     if plural and group and name != f"{plural}.{group}":
-        causes.append(Cause("FieldValueInvalid",
-                            f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
-                            "metadata.name"))
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
+                "metadata.name",
+            )
+        )
     if spec.get("scope") not in ("Namespaced", "Cluster"):
-        causes.append(Cause("FieldValueNotSupported", f'Unsupported value: "{spec.get("scope")}": '
-                            'supported values: "Cluster", "Namespaced"', "spec.scope"))
+        causes.append(
+            Cause(
+                "FieldValueNotSupported",
+                f'Unsupported value: "{spec.get("scope")}": '
+                'supported values: "Cluster", "Namespaced"',
+                "spec.scope",
+            )
+        )
     causes += _check_versions(spec.get("versions"))
     if old is not None:
         old_spec = old.get("spec") or {}
         for key in ("group", "scope"):
             if old_spec.get(key) != spec.get(key):
-                causes.append(Cause("FieldValueInvalid",
-                                    f'Invalid value: "{spec.get(key)}": field is immutable',
-                                    f"spec.{key}"))
+                causes.append(
+                    Cause(
+                        "FieldValueInvalid",
+                        f'Invalid value: "{spec.get(key)}": field is immutable',
+                        f"spec.{key}",
+                    )
+                )
     if causes:
         return causes
     names.setdefault("singular", kind.lower())
@@ -77,21 +100,39 @@ def complete_and_validate(crd: JSON, old: JSON | None) -> list[Cause]:
 
 def _check_versions(versions: Any) -> list[Cause]:
     if not isinstance(versions, list) or not versions:
-        return [Cause("FieldValueInvalid", "Invalid value: []: must have exactly one version "
-                      "marked as storage version", "spec.versions")]
+        return [
+            Cause(
+                "FieldValueInvalid",
+                "Invalid value: []: must have exactly one version marked as storage version",
+                "spec.versions",
+            )
+        ]
     causes = []
     if sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:
-        causes.append(Cause("FieldValueInvalid", "Invalid value: must have exactly one version "
-                            "marked as storage version", "spec.versions"))
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                "Invalid value: must have exactly one version marked as storage version",
+                "spec.versions",
+            )
+        )
     for index, version in enumerate(versions):
-        schema = ((version.get("schema") or {}).get("openAPIV3Schema")
-                  if isinstance(version, dict) else None)
+        schema = (
+            (version.get("schema") or {}).get("openAPIV3Schema")
+            if isinstance(version, dict)
+            else None
+        )
         path = f"spec.versions[{index}].schema.openAPIV3Schema"
         if not isinstance(schema, dict):
             causes.append(Cause("FieldValueRequired", "Required value: schemas are required", path))
         elif schema.get("type") != "object":
-            causes.append(Cause("FieldValueRequired",
-                                "Required value: must not be empty at the root", f"{path}.type"))
+            causes.append(
+                Cause(
+                    "FieldValueRequired",
+                    "Required value: must not be empty at the root",
+                    f"{path}.type",
+                )
+            )
     return causes
 
 
@@ -99,12 +140,19 @@ def _status(crd: JSON, old: JSON | None) -> JSON:
     spec = crd["spec"]
     previous = (old or {}).get("status") or {}
     stamp = timestamp()
+
     def condition(kind: str, reason: str, message: str) -> JSON:
         for existing in previous.get("conditions") or []:
             if existing.get("type") == kind and existing.get("status") == "True":
                 return dict(existing)
-        return {"type": kind, "status": "True", "lastTransitionTime": stamp, "reason": reason,
-                "message": message}
+        return {
+            "type": kind,
+            "status": "True",
+            "lastTransitionTime": stamp,
+            "reason": reason,
+            "message": message,
+        }
+
     storage = next(v["name"] for v in spec["versions"] if v.get("storage"))
     stored = list(previous.get("storedVersions") or [])
     if storage not in stored:
@@ -112,8 +160,9 @@ def _status(crd: JSON, old: JSON | None) -> JSON:
     return {
         "conditions": [
             condition("NamesAccepted", "NoConflicts", "no conflicts found"),
-            condition("Established", "InitialNamesAccepted",
-                      "the initial names have been accepted"),
+            condition(
+                "Established", "InitialNamesAccepted", "the initial names have been accepted"
+            ),
         ],
         "acceptedNames": dict(spec["names"]),
         "storedVersions": stored,
@@ -130,26 +179,38 @@ def resource_types(crd: JSON) -> list[ResourceType]:
             continue
         subresources = version.get("subresources") or {}
         scale = subresources.get("scale")
-        out.append(ResourceType(
-            group=spec["group"], version=version["name"], kind=names["kind"],
-            plural=names["plural"], singular=names.get("singular") or names["kind"].lower(),
-            namespaced=spec.get("scope") == "Namespaced",
-            short_names=tuple(names.get("shortNames") or ()),
-            categories=tuple(names.get("categories") or ()),
-            subresources=frozenset(k for k in ("status", "scale") if k in subresources),
-            has_generation=True,
-            schema=(version.get("schema") or {}).get("openAPIV3Schema"),
-            printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
-            scale=None if scale is None else ScalePaths(
-                spec_replicas=scale.get("specReplicasPath", ".spec.replicas"),
-                status_replicas=scale.get("statusReplicasPath", ".status.replicas"),
-                label_selector=scale.get("labelSelectorPath"),
-            ),
-            custom=True, storage_version=storage,
-            extra={"crd": crd["metadata"]["name"], "selectable": tuple(
-                f.get("jsonPath", "").lstrip(".") for f in version.get("selectableFields") or ()
-            )},
-        ))
+        out.append(
+            ResourceType(
+                group=spec["group"],
+                version=version["name"],
+                kind=names["kind"],
+                plural=names["plural"],
+                singular=names.get("singular") or names["kind"].lower(),
+                namespaced=spec.get("scope") == "Namespaced",
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                subresources=frozenset(k for k in ("status", "scale") if k in subresources),
+                has_generation=True,
+                schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+                printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
+                scale=None
+                if scale is None
+                else ScalePaths(
+                    spec_replicas=scale.get("specReplicasPath", ".spec.replicas"),
+                    status_replicas=scale.get("statusReplicasPath", ".status.replicas"),
+                    label_selector=scale.get("labelSelectorPath"),
+                ),
+                custom=True,
+                storage_version=storage,
+                extra={
+                    "crd": crd["metadata"]["name"],
+                    "selectable": tuple(
+                        f.get("jsonPath", "").lstrip(".")
+                        for f in version.get("selectableFields") or ()
+                    ),
+                },
+            )
+        )
     return out
 
 

@@ -26,7 +26,8 @@ _SUBRESOURCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
 
 def api_versions(address: str) -> JSON:
     return {
-        "kind": "APIVersions", "versions": ["v1"],
+        "kind": "APIVersions",
+        "versions": ["v1"],
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
     }
 
@@ -58,14 +59,21 @@ def resource_list(types: TypeRegistry, group: str, version: str) -> JSON | None:
         for sub in sorted(rtype.subresources):
             resources.append(_subresource(rtype, sub))
     group_version = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
 
 
 def _resource(rtype: ResourceType) -> JSON:
     out: JSON = {
-        "name": rtype.plural, "singularName": rtype.singular, "namespaced": rtype.namespaced,
-        "kind": rtype.kind, "verbs": list(rtype.verbs),
+        "name": rtype.plural,
+        "singularName": rtype.singular,
+        "namespaced": rtype.namespaced,
+        "kind": rtype.kind,
+        "verbs": list(rtype.verbs),
     }
     if rtype.short_names:
         out["shortNames"] = list(rtype.short_names)
@@ -77,8 +85,11 @@ def _resource(rtype: ResourceType) -> JSON:
 def _subresource(rtype: ResourceType, sub: str) -> JSON:
     group, version, kind, verbs = _SUBRESOURCES.get(sub, ("", "", "", ("get",)))
     out: JSON = {
-        "name": f"{rtype.plural}/{sub}", "singularName": "", "namespaced": rtype.namespaced,
-        "kind": kind or rtype.kind, "verbs": list(verbs),
+        "name": f"{rtype.plural}/{sub}",
+        "singularName": "",
+        "namespaced": rtype.namespaced,
+        "kind": kind or rtype.kind,
+        "verbs": list(verbs),
     }
     if group:
         out["group"], out["version"] = group, version

@@ -76,7 +76,9 @@ def _qualified(plural: str, group: str) -> str:
 
 def not_found(plural: str, name: str, group: str = "") -> ApiError:
     return ApiError(
-        404, "NotFound", f'{_qualified(plural, group)} "{name}" not found',
+        404,
+        "NotFound",
+        f'{_qualified(plural, group)} "{name}" not found',
         _details(plural, name, group),
     )
 
@@ -87,7 +89,9 @@ def no_such_path() -> ApiError:
 
 def already_exists(plural: str, name: str, group: str = "") -> ApiError:
     return ApiError(
-        409, "AlreadyExists", f'{_qualified(plural, group)} "{name}" already exists',
+        409,
+        "AlreadyExists",
+        f'{_qualified(plural, group)} "{name}" already exists',
         _details(plural, name, group),
     )
 
@@ -98,7 +102,8 @@ def conflict(plural: str, name: str, group: str = "", why: str = "") -> ApiError
         "try again"
     )
     return ApiError(
-        409, "Conflict",
+        409,
+        "Conflict",
         f'Operation cannot be fulfilled on {_qualified(plural, group)} "{name}": {why}',
         _details(plural, name, group),
     )
@@ -110,8 +115,11 @@ def invalid(kind: str, name: str, group: str, causes: list[Cause]) -> ApiError:
     joined = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     qualified = f"{kind}.{group}" if group else kind
     return ApiError(
-        422, "Invalid", f'{qualified} "{name}" is invalid: {joined}',
-        _details(kind, name, group), causes,
+        422,
+        "Invalid",
+        f'{qualified} "{name}" is invalid: {joined}',
+        _details(kind, name, group),
+        causes,
     )
 
 
@@ -127,7 +135,8 @@ def method_not_allowed(
 
 def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
     return ApiError(
-        415, "UnsupportedMediaType",
+        415,
+        "UnsupportedMediaType",
         f"the body of the request was in an unknown format - accepted media types include: "
         f"{', '.join(accepted)}",
     )
@@ -139,6 +148,8 @@ def expired(message: str) -> ApiError:
 
 def forbidden(plural: str, name: str, group: str, why: str) -> ApiError:
     return ApiError(
-        403, "Forbidden", f'{_qualified(plural, group)} "{name}" is forbidden: {why}',
+        403,
+        "Forbidden",
+        f'{_qualified(plural, group)} "{name}" is forbidden: {why}',
         _details(plural, name, group),
     )

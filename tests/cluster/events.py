@@ -21,8 +21,16 @@ _RENAMED = (
     ("source", "deprecatedSource"),
     ("reportingComponent", "reportingController"),
 )
-_SHARED = ("metadata", "reason", "type", "action", "related", "series", "eventTime",
-           "reportingInstance")
+_SHARED = (
+    "metadata",
+    "reason",
+    "type",
+    "action",
+    "related",
+    "series",
+    "eventTime",
+    "reportingInstance",
+)
 
 
 def to_events_v1(core: JSON) -> JSON:

@@ -55,7 +55,10 @@ def scaled(seconds: float) -> float:
 
 
 def wait_for(
-    check: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.05,
+    check: Callable[[], T | None],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
     message: str = "condition",
 ) -> T:
     """Poll ``check`` until it returns something truthy; fail the test after ``timeout``.
@@ -89,21 +92,32 @@ class TestCluster:
     env: dict[str, str] = field(default_factory=dict)
 
     def kubectl(
-        self, *args: str, check: bool = True, input: str | None = None,
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
         timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against the cluster; raise with its output if ``check`` and it fails."""
         return self._run([str(self.kubectl_path), *args], check, input, timeout)
 
     def helm(
-        self, *args: str, check: bool = True, input: str | None = None,
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[str]:
         """Run helm against the cluster (its caches live in a private directory)."""
         return self._run([str(self.helm_path), *args], check, input, timeout)
 
     def kill_pod(
-        self, namespace: str, name: str, mode: str = "kill", *, reason: str | None = None,
+        self,
+        namespace: str,
+        name: str,
+        mode: str = "kill",
+        *,
+        reason: str | None = None,
         exit_code: int | None = None,
     ) -> None:
         """End a pod's process abruptly with SIGKILL.
@@ -127,14 +141,20 @@ class TestCluster:
         return int(answer["resourceVersion"])
 
     def request(
-        self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
         """A raw API call; returns the decoded JSON, raises ``urllib.error.HTTPError``."""
         url = self.server + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": content_type})
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": content_type}
+        )
         with urllib.request.urlopen(req, timeout=scaled(30)) as response:
             return json.loads(response.read() or b"null")
 
@@ -151,10 +171,18 @@ class TestCluster:
                 self.process.kill()
                 self.process.wait()
 
-    def _run(self, argv: list[str], check: bool, input: str | None,
-             timeout: float) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(argv, input=input, capture_output=True, text=True,
-                                env=self.env, timeout=scaled(timeout), check=False)
+    def _run(
+        self, argv: list[str], check: bool, input: str | None, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=scaled(timeout),
+            check=False,
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{' '.join(argv[1:])} exited {result.returncode}\n"
@@ -164,8 +192,12 @@ class TestCluster:
 
 
 def start_cluster(
-    directory: Path, *, workdir: Path | None = None, extra_args: Sequence[str] = (),
-    log_level: str = "debug", timeout: float = 30.0,
+    directory: Path,
+    *,
+    workdir: Path | None = None,
+    extra_args: Sequence[str] = (),
+    log_level: str = "debug",
+    timeout: float = 30.0,
 ) -> TestCluster:
     """Start ``python -m tests.cluster`` with its files in ``directory``; return when it serves.
 
@@ -183,23 +215,49 @@ def start_cluster(
     env["KUBECTL"] = str(tools.kubectl)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     argv = [
-        sys.executable, "-m", "tests.cluster", "--kubeconfig", str(kubeconfig),
-        "--log-level", log_level, "--workdir", str(workdir or REPO_ROOT),
-        "--bookmark-interval", "1", "--restart-backoff", "0.5", *extra_args,
+        sys.executable,
+        "-m",
+        "tests.cluster",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--log-level",
+        log_level,
+        "--workdir",
+        str(workdir or REPO_ROOT),
+        "--bookmark-interval",
+        "1",
+        "--restart-backoff",
+        "0.5",
+        *extra_args,
     ]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                   stderr=log, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
     server = _await_ready(process, log_path, scaled(timeout))
     tool_env = {
-        **env, "KUBECONFIG": str(kubeconfig), "KUBECACHEDIR": str(directory / "kube-cache"),
+        **env,
+        "KUBECONFIG": str(kubeconfig),
+        "KUBECACHEDIR": str(directory / "kube-cache"),
         "HELM_CACHE_HOME": str(directory / "helm" / "cache"),
         "HELM_CONFIG_HOME": str(directory / "helm" / "config"),
         "HELM_DATA_HOME": str(directory / "helm" / "data"),
     }
-    return TestCluster(kubeconfig=kubeconfig, server=server, kubectl_path=tools.kubectl,
-                       helm_path=tools.helm, process=process, home=directory,
-                       log_path=log_path, env=tool_env)
+    return TestCluster(
+        kubeconfig=kubeconfig,
+        server=server,
+        kubectl_path=tools.kubectl,
+        helm_path=tools.helm,
+        process=process,
+        home=directory,
+        log_path=log_path,
+        env=tool_env,
+    )
 
 
 def _await_ready(process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> str:

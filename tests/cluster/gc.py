@@ -91,8 +91,11 @@ class GarbageCollector:
 
     async def run(self) -> None:
         handlers = {
-            "owners": self._check_owners, "foreground": self._foreground, "orphan": self._orphan,
-            "namespace": self._namespace, "crd": self._crd,
+            "owners": self._check_owners,
+            "foreground": self._foreground,
+            "orphan": self._orphan,
+            "namespace": self._namespace,
+            "crd": self._crd,
         }
         while True:
             kind, key = await self._queue.get()
@@ -141,8 +144,11 @@ class GarbageCollector:
         for uid in list(self._dependents.get(owner_uid, ())):
             dependent = self._store.by_uid(uid)
             if dependent is not None:
-                kept = [r for r in dependent["metadata"].get("ownerReferences") or []
-                        if r.get("uid") != owner_uid]
+                kept = [
+                    r
+                    for r in dependent["metadata"].get("ownerReferences") or []
+                    if r.get("uid") != owner_uid
+                ]
                 self._mutate(dependent, lambda o, kept=kept: _set_owners(o, kept))
         self._remove_finalizer(owner, ORPHAN)
 
@@ -178,14 +184,16 @@ class GarbageCollector:
     def _delete(self, obj: JSON, propagation: str) -> None:
         rtype = self._types.by_storage_key(self._key_of(obj))
         if rtype is not None:
-            self._registry.delete(rtype, namespace_of(obj), name_of(obj),
-                                  DeleteOptions(propagation=propagation))
+            self._registry.delete(
+                rtype, namespace_of(obj), name_of(obj), DeleteOptions(propagation=propagation)
+            )
 
     def _remove_finalizer(self, obj: JSON, finalizer: str) -> None:
         def drop(o: JSON) -> None:
             o["metadata"]["finalizers"] = [
                 f for f in o["metadata"].get("finalizers") or [] if f != finalizer
             ]
+
         self._mutate(obj, drop)
 
     def _mutate(self, obj: JSON, change: Any, subresource: str = "") -> None:
@@ -195,8 +203,14 @@ class GarbageCollector:
             return
         new = copy.deepcopy(self._registry.present(rtype, obj))
         change(new)
-        self._registry.update(rtype, namespace_of(obj), name_of(obj), new,
-                              Options(field_manager=_MANAGER), subresource)
+        self._registry.update(
+            rtype,
+            namespace_of(obj),
+            name_of(obj),
+            new,
+            Options(field_manager=_MANAGER),
+            subresource,
+        )
 
     def _key_of(self, obj: JSON) -> str:
         where = self._store.locate(str(obj["metadata"].get("uid")))
@@ -206,13 +220,18 @@ class GarbageCollector:
 def _owner_uids(obj: JSON | None) -> set[str]:
     if obj is None:
         return set()
-    return {str(ref.get("uid")) for ref in obj["metadata"].get("ownerReferences") or []
-            if ref.get("uid")}
+    return {
+        str(ref.get("uid"))
+        for ref in obj["metadata"].get("ownerReferences") or []
+        if ref.get("uid")
+    }
 
 
 def _blocks(dependent: JSON, owner_uid: str) -> bool:
-    return any(ref.get("uid") == owner_uid and ref.get("blockOwnerDeletion")
-               for ref in dependent["metadata"].get("ownerReferences") or [])
+    return any(
+        ref.get("uid") == owner_uid and ref.get("blockOwnerDeletion")
+        for ref in dependent["metadata"].get("ownerReferences") or []
+    )
 
 
 def _clear_spec_finalizers(namespace: JSON) -> None:

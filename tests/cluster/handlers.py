@@ -42,11 +42,12 @@ log = logging.getLogger(__name__)
 _PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, APPLY_PATCH)
 
 
-def _respond(cluster: Cluster, target: Target, obj: JSON, options: Options,
-             status: int = 200) -> web.Response:
+def _respond(
+    cluster: Cluster, target: Target, obj: JSON, options: Options, status: int = 200
+) -> web.Response:
     headers = {}
     if options.warnings:
-        headers["Warning"] = ", ".join(f'299 - {json.dumps(w)}' for w in options.warnings)
+        headers["Warning"] = ", ".join(f"299 - {json.dumps(w)}" for w in options.warnings)
     return json_response(cluster.registry.present(target.rtype, obj), status, headers)
 
 
@@ -74,15 +75,21 @@ async def handle(cluster: Cluster, request: web.Request, target: Target) -> web.
     if method == "GET":
         obj = cluster.registry.get(rtype, namespace, target.name)
         if wants_table(request):
-            return json_response(to_table(rtype, [cluster.registry.present(rtype, obj)],
-                                          request.query.get("includeObject", "Metadata"),
-                                          {"resourceVersion": obj["metadata"]["resourceVersion"]}))
+            return json_response(
+                to_table(
+                    rtype,
+                    [cluster.registry.present(rtype, obj)],
+                    request.query.get("includeObject", "Metadata"),
+                    {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                )
+            )
         return json_response(cluster.registry.present(rtype, obj))
     options = request_options(request)
     if method == "PUT":
         body = await read_body(cluster, request)
-        updated = cluster.registry.update(rtype, namespace, target.name, body, options,
-                                          target.subresource)
+        updated = cluster.registry.update(
+            rtype, namespace, target.name, body, options, target.subresource
+        )
         return _respond(cluster, target, updated, options)
     if method == "PATCH":
         patch_type = request.content_type
@@ -90,8 +97,9 @@ async def handle(cluster: Cluster, request: web.Request, target: Target) -> web.
             raise unsupported_media_type(patch_type, list(_PATCH_TYPES))
         body = await read_body(cluster, request)
         existed = cluster.store.get(rtype.storage_key, namespace, target.name) is not None
-        patched = cluster.registry.patch(rtype, namespace, target.name, patch_type, body, options,
-                                         target.subresource)
+        patched = cluster.registry.patch(
+            rtype, namespace, target.name, patch_type, body, options, target.subresource
+        )
         return _respond(cluster, target, patched, options, 200 if existed else 201)
     if method == "DELETE":
         return await delete(cluster, request, target)
@@ -120,7 +128,8 @@ def _review(rtype: ResourceType, body: Any) -> JSON:
     else:
         review["status"] = {
             "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False,
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
         }
     return review
 
@@ -147,16 +156,22 @@ def list_objects(cluster: Cluster, request: web.Request, target: Target) -> web.
     rv = request.query.get("resourceVersion")
     match = request.query.get("resourceVersionMatch")
     if match == "Exact" and rv and int(rv) != cluster.store.rv:
-        raise ApiError(410, "Expired", f"resourceVersion {rv} is too old for an exact list; "
-                       "the test cluster serves only the latest state")
+        raise ApiError(
+            410,
+            "Expired",
+            f"resourceVersion {rv} is too old for an exact list; "
+            "the test cluster serves only the latest state",
+        )
     items = _selected(cluster, request, target)
     meta: JSON = {"resourceVersion": str(cluster.store.rv)}
     items, meta = _paginate(items, request, meta)
     if wants_table(request):
-        return json_response(to_table(rtype, items, request.query.get("includeObject", "Metadata"),
-                                      meta))
-    return json_response({"kind": rtype.list_kind, "apiVersion": rtype.api_version,
-                          "metadata": meta, "items": items})
+        return json_response(
+            to_table(rtype, items, request.query.get("includeObject", "Metadata"), meta)
+        )
+    return json_response(
+        {"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": meta, "items": items}
+    )
 
 
 def _paginate(items: list[JSON], request: web.Request, meta: JSON) -> tuple[list[JSON], JSON]:
@@ -171,8 +186,11 @@ def _paginate(items: list[JSON], request: web.Request, meta: JSON) -> tuple[list
     if limit > 0 and len(items) > limit:
         last = items[limit - 1]
         cursor = {"after": [namespace_of(last), name_of(last)]}
-        meta = {**meta, "continue": base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode(),
-                "remainingItemCount": len(items) - limit}
+        meta = {
+            **meta,
+            "continue": base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode(),
+            "remainingItemCount": len(items) - limit,
+        }
         items = items[:limit]
     return items, meta
 
@@ -180,8 +198,9 @@ def _paginate(items: list[JSON], request: web.Request, meta: JSON) -> tuple[list
 async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.StreamResponse:
     rtype = target.rtype
     labels = parse_label_selector(request.query.get("labelSelector"))
-    fields = parse_field_selector(request.query.get("fieldSelector"), rtype.kind,
-                                  frozenset(rtype.extra.get("selectable", ())))
+    fields = parse_field_selector(
+        request.query.get("fieldSelector"), rtype.kind, frozenset(rtype.extra.get("selectable", ()))
+    )
     rv = request.query.get("resourceVersion")
     since = None if rv in (None, "", "0") else _int(rv)
     # Streaming lists (client-go's WatchList): the current state as ADDED events, then a
@@ -208,8 +227,9 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
             return Event("DELETED", event.obj, event.old, event.rv, event.storage_key)
         return event if now else None
 
-    response = web.StreamResponse(headers={"Content-Type": "application/json",
-                                           "Cache-Control": "no-cache, private"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"}
+    )
     response.enable_chunked_encoding()
     namespace = target.namespace if rtype.namespaced else None
     try:
@@ -218,9 +238,11 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
         await response.prepare(request)
         await response.write(json.dumps({"type": "ERROR", "object": exc.status()}).encode() + b"\n")
         return response
-    initial = [] if since is not None else [
-        o for o in cluster.store.objects(rtype.storage_key, namespace) if selected(o)
-    ]
+    initial = (
+        []
+        if since is not None
+        else [o for o in cluster.store.objects(rtype.storage_key, namespace) if selected(o)]
+    )
 
     def encode(kind: str, obj: JSON) -> bytes:
         shown = cluster.registry.present(rtype, obj)
@@ -291,7 +313,8 @@ async def _delete_options(cluster: Cluster, request: web.Request) -> DeleteOptio
     grace = query.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
     preconditions = body.get("preconditions") or {}
     return DeleteOptions(
-        propagation=propagation, grace_period=None if grace is None else int(grace),
+        propagation=propagation,
+        grace_period=None if grace is None else int(grace),
         precondition_uid=preconditions.get("uid"),
         precondition_rv=preconditions.get("resourceVersion"),
         dry_run=bool(query.get("dryRun") or body.get("dryRun")),
@@ -303,11 +326,20 @@ async def delete(cluster: Cluster, request: web.Request, target: Target) -> web.
     options = await _delete_options(cluster, request)
     obj, gone = cluster.registry.delete(rtype, target.namespace or "", name, options)
     if gone and rtype.kind not in ("Pod",) and not rtype.custom:
-        return json_response({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-            "details": {"name": name, "group": rtype.group, "kind": rtype.plural,
-                        "uid": obj["metadata"].get("uid")},
-        })
+        return json_response(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    "name": name,
+                    "group": rtype.group,
+                    "kind": rtype.plural,
+                    "uid": obj["metadata"].get("uid"),
+                },
+            }
+        )
     return json_response(cluster.registry.present(rtype, obj))
 
 
@@ -316,12 +348,19 @@ async def delete_collection(cluster: Cluster, request: web.Request, target: Targ
     deleted = []
     for obj in _selected(cluster, request, target):
         try:
-            result, _ = cluster.registry.delete(target.rtype, namespace_of(obj), name_of(obj),
-                                                options)
+            result, _ = cluster.registry.delete(
+                target.rtype, namespace_of(obj), name_of(obj), options
+            )
         except ApiError as exc:
             if exc.code != 404:
                 raise
             continue
         deleted.append(cluster.registry.present(target.rtype, result))
-    return json_response({"kind": target.rtype.list_kind, "apiVersion": target.rtype.api_version,
-                          "metadata": {"resourceVersion": str(cluster.store.rv)}, "items": deleted})
+    return json_response(
+        {
+            "kind": target.rtype.list_kind,
+            "apiVersion": target.rtype.api_version,
+            "metadata": {"resourceVersion": str(cluster.store.rv)},
+            "items": deleted,
+        }
+    )

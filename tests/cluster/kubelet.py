@@ -55,10 +55,15 @@ class KillRequest:
 KILL_MODES: dict[str, KillRequest] = {
     "kill": KillRequest("Error", 137),
     "oom": KillRequest("OOMKilled", 137),
-    "node-lost": KillRequest("ContainerStatusUnknown", 137, pod_reason="NodeLost",
-                             message="Node test-node which was running the pod is unresponsive"),
-    "evict": KillRequest("Error", 137, pod_reason="Evicted",
-                         message="The node was low on resource: memory."),
+    "node-lost": KillRequest(
+        "ContainerStatusUnknown",
+        137,
+        pod_reason="NodeLost",
+        message="Node test-node which was running the pod is unresponsive",
+    ),
+    "evict": KillRequest(
+        "Error", 137, pod_reason="Evicted", message="The node was low on resource: memory."
+    ),
     "delete": KillRequest("Error", 137, delete=True),
 }
 
@@ -81,9 +86,16 @@ class PodRunner:
 
 class Kubelet:
     def __init__(
-        self, store: Store, registry: Registry, pod_type: ResourceType,
-        event_type: ResourceType, *, workdir: Path,
-        base_env: dict[str, str], restart_backoff: float = 1.0, max_backoff: float = 30.0,
+        self,
+        store: Store,
+        registry: Registry,
+        pod_type: ResourceType,
+        event_type: ResourceType,
+        *,
+        workdir: Path,
+        base_env: dict[str, str],
+        restart_backoff: float = 1.0,
+        max_backoff: float = 30.0,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -121,8 +133,12 @@ class Kubelet:
                 return
             runner = PodRunner(uid, meta["namespace"], meta["name"])
             self._runners[uid] = runner
-            self._record(runner, "Scheduled", f"Successfully assigned {runner.namespace}/"
-                         f"{runner.name} to {NODE_NAME}", component="default-scheduler")
+            self._record(
+                runner,
+                "Scheduled",
+                f"Successfully assigned {runner.namespace}/{runner.name} to {NODE_NAME}",
+                component="default-scheduler",
+            )
             runner.task = asyncio.get_running_loop().create_task(self._lifecycle(runner))
             return
         if meta.get("deletionTimestamp"):
@@ -154,30 +170,42 @@ class Kubelet:
                 env = container_env(self._store, pod, container, self._base_env)
                 argv = container_argv(container, env)
             except ConfigError as exc:
-                self._set_status(runner, waiting, pod, "CreateContainerConfigError", str(exc),
-                                 restarts)
+                self._set_status(
+                    runner, waiting, pod, "CreateContainerConfigError", str(exc), restarts
+                )
                 self._record(runner, "Failed", f"Error: {exc}", warning=True)
                 runner.needs_config = True
                 await self._sleep(runner, None)
                 runner.needs_config = False
                 continue
             if not argv:
-                self._set_status(runner, waiting, pod, "CreateContainerError",
-                                 "the test cluster has no images: set the container's command",
-                                 restarts)
+                self._set_status(
+                    runner,
+                    waiting,
+                    pod,
+                    "CreateContainerError",
+                    "the test cluster has no images: set the container's command",
+                    restarts,
+                )
                 await self._sleep(runner, None)
                 continue
             exit_code, reason, started = await self._run_once(runner, pod, argv, env, restarts)
             kill, runner.kill_request = runner.kill_request, None
             pid = runner.process.pid if runner.process else 0
-            terminated = {"exitCode": exit_code, "reason": reason, "startedAt": started,
-                          "finishedAt": timestamp(), "containerID": f"process://{pid}"}
+            terminated = {
+                "exitCode": exit_code,
+                "reason": reason,
+                "startedAt": started,
+                "finishedAt": timestamp(),
+                "containerID": f"process://{pid}",
+            }
             pod = self._pod(runner)
             if pod is None:
                 return
             if kill is not None and (kill.pod_reason or kill.delete):
-                self._set_status(runner, terminal, pod, terminated, restarts, kill.pod_reason,
-                                 kill.message)
+                self._set_status(
+                    runner, terminal, pod, terminated, restarts, kill.pod_reason, kill.message
+                )
                 if kill.delete:
                     self._force_delete(runner)
                 return
@@ -186,17 +214,29 @@ class Kubelet:
                 self._set_status(runner, terminal, pod, terminated, restarts, "", "")
                 return
             restarts += 1
-            message = (f"back-off {backoff:g}s restarting failed container={container['name']} "
-                       f"pod={runner.name}_{runner.namespace}({runner.uid})")
-            self._set_status(runner, waiting, pod, "CrashLoopBackOff", message, restarts,
-                             terminated)
-            self._record(runner, "BackOff", f"Back-off restarting failed container "
-                         f"{container['name']} in pod {runner.name}", warning=True)
+            message = (
+                f"back-off {backoff:g}s restarting failed container={container['name']} "
+                f"pod={runner.name}_{runner.namespace}({runner.uid})"
+            )
+            self._set_status(
+                runner, waiting, pod, "CrashLoopBackOff", message, restarts, terminated
+            )
+            self._record(
+                runner,
+                "BackOff",
+                f"Back-off restarting failed container {container['name']} in pod {runner.name}",
+                warning=True,
+            )
             await self._sleep(runner, backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
     async def _run_once(
-        self, runner: PodRunner, pod: JSON, argv: list[str], env: dict[str, str], restarts: int,
+        self,
+        runner: PodRunner,
+        pod: JSON,
+        argv: list[str],
+        env: dict[str, str],
+        restarts: int,
     ) -> tuple[int, str, str]:
         container = pod["spec"]["containers"][0]
         runner.previous_log, runner.log = runner.log, ContainerLog()
@@ -204,8 +244,12 @@ class Kubelet:
         started = timestamp()
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, env=env, cwd=workdir, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                *argv,
+                env=env,
+                cwd=workdir,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -253,8 +297,12 @@ class Kubelet:
             await runner.stop_task
         if pod is not None:
             with contextlib.suppress(ApiError):
-                self._registry.delete(self._pod_type, runner.namespace, runner.name,
-                                      DeleteOptions(grace_period=0, precondition_uid=runner.uid))
+                self._registry.delete(
+                    self._pod_type,
+                    runner.namespace,
+                    runner.name,
+                    DeleteOptions(grace_period=0, precondition_uid=runner.uid),
+                )
 
     # stopping
 
@@ -287,28 +335,43 @@ class Kubelet:
 
     def _force_delete(self, runner: PodRunner) -> None:
         with contextlib.suppress(ApiError):
-            self._registry.delete(self._pod_type, runner.namespace, runner.name,
-                                  DeleteOptions(grace_period=0, precondition_uid=runner.uid))
+            self._registry.delete(
+                self._pod_type,
+                runner.namespace,
+                runner.name,
+                DeleteOptions(grace_period=0, precondition_uid=runner.uid),
+            )
 
     # test hooks and log access
 
-    def kill(self, namespace: str, name: str, mode: str, reason: str | None = None,
-             exit_code: int | None = None) -> None:
+    def kill(
+        self,
+        namespace: str,
+        name: str,
+        mode: str,
+        reason: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
         runner = self._runner(namespace, name)
         if mode not in KILL_MODES:
             raise bad_request(f"unknown kill mode {mode!r}; use one of {sorted(KILL_MODES)}")
         request = KILL_MODES[mode]
         if reason is not None or exit_code is not None:
-            request = KillRequest(reason or request.reason,
-                                  request.exit_code if exit_code is None else exit_code,
-                                  request.pod_reason, request.message, request.delete)
+            request = KillRequest(
+                reason or request.reason,
+                request.exit_code if exit_code is None else exit_code,
+                request.pod_reason,
+                request.message,
+                request.delete,
+            )
         if runner is None or runner.process is None or runner.process.returncode is not None:
             raise bad_request(f'pod "{name}" has no running process')
         runner.kill_request = request
         _kill_group(runner.process, signal.SIGKILL)
 
-    def container_log(self, namespace: str, name: str, container: str | None,
-                      previous: bool) -> ContainerLog:
+    def container_log(
+        self, namespace: str, name: str, container: str | None, previous: bool
+    ) -> ContainerLog:
         pod = self._store.get("pods", namespace, name)
         if pod is None:
             raise not_found("pods", name)
@@ -320,8 +383,10 @@ class Kubelet:
         if runner is not None:
             chosen = runner.previous_log if previous else runner.log
         if chosen is None:
-            raise bad_request(f'container "{container or names[0]}" in pod "{name}" is waiting '
-                              "to start: ContainerCreating")
+            raise bad_request(
+                f'container "{container or names[0]}" in pod "{name}" is waiting '
+                "to start: ContainerCreating"
+            )
         return chosen
 
     def _runner(self, namespace: str, name: str) -> PodRunner | None:
@@ -363,26 +428,49 @@ class Kubelet:
         new = copy.deepcopy(pod)
         build(new.setdefault("status", {}), *args)
         with contextlib.suppress(ApiError):
-            self._registry.update(self._pod_type, runner.namespace, runner.name, new,
-                                  Options(field_manager=_MANAGER), "status")
+            self._registry.update(
+                self._pod_type,
+                runner.namespace,
+                runner.name,
+                new,
+                Options(field_manager=_MANAGER),
+                "status",
+            )
 
-
-    def _record(self, runner: PodRunner, reason: str, message: str, *, warning: bool = False,
-                component: str = "kubelet") -> None:
+    def _record(
+        self,
+        runner: PodRunner,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        component: str = "kubelet",
+    ) -> None:
         """Post a core/v1 Event about the pod, as the kubelet and scheduler do."""
         stamp = timestamp()
         event = {
             "metadata": {"generateName": f"{runner.name}.", "namespace": runner.namespace},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": runner.namespace,
-                               "name": runner.name, "uid": runner.uid},
-            "reason": reason, "message": message, "type": "Warning" if warning else "Normal",
-            "source": {"component": component, "host": NODE_NAME}, "count": 1,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "reportingComponent": component,
+            "involvedObject": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "namespace": runner.namespace,
+                "name": runner.name,
+                "uid": runner.uid,
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": component, "host": NODE_NAME},
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "reportingComponent": component,
             "reportingInstance": NODE_NAME,
         }
         with contextlib.suppress(ApiError):
-            self._registry.create(self._event_type, runner.namespace, event,
-                                  Options(field_manager=component))
+            self._registry.create(
+                self._event_type, runner.namespace, event, Options(field_manager=component)
+            )
 
 
 async def _pump(process: asyncio.subprocess.Process, sink: ContainerLog) -> None:

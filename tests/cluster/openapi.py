@@ -118,10 +118,13 @@ def _operation(rtype: ResourceType, action: str, verb_id: str, *, body: bool = F
         "operationId": f"{verb_id}{rtype.kind}",
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {
-            "group": rtype.group, "version": rtype.version, "kind": rtype.kind,
+            "group": rtype.group,
+            "version": rtype.version,
+            "kind": rtype.kind,
         },
-        "responses": {"200": {"description": "OK",
-                              "content": {"application/json": {"schema": ref}}}},
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": ref}}}
+        },
     }
     if body:
         op["requestBody"] = {"content": {"application/json": {"schema": ref}}}

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
+
+import jsonpatch
+import jsonpointer
 
 from .schemas import SchemaNode
 
@@ -44,111 +48,73 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-# JSON patch (RFC 6902)
+# JSON patch (RFC 6902), applied by ``jsonpatch``; its errors worded as kube-apiserver words them
+# (``k8s.io/apiserver`` uses ``evanphx/json-patch``)
+
+_OPERATIONS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
 
 
 def json_patch(document: Any, operations: Any) -> Any:
     if not isinstance(operations, list):
         raise PatchError("json patch must be a list of operations")
     doc = copy.deepcopy(document)
-    for operation in operations:
+    for operation in copy.deepcopy(operations):
         if not isinstance(operation, dict) or "op" not in operation:
             raise PatchError(f"invalid operation {operation!r}")
-        doc = _apply_operation(doc, operation)
+        if operation["op"] not in _OPERATIONS:
+            raise PatchError(f"Unexpected kind: {operation['op']}")
+        try:  # atomic: a failed operation leaves ``doc`` as it was, to word the error against
+            doc = jsonpatch.JsonPatch([operation]).apply(doc, in_place=True, atomic=True)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise PatchError(f"testing value {operation.get('path', '')} failed") from exc
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise PatchError(_explain(doc, operation, exc)) from exc
     return doc
 
 
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise PatchError(f'invalid JSON pointer "{path}"')
-    return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
-
-
-def _parent(doc: Any, parts: list[str], path: str) -> Any:
-    current = doc
-    for part in parts[:-1]:
-        try:
-            current = current[int(part)] if isinstance(current, list) else current[part]
-        except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise PatchError(f"doc is missing path: \"{path}\": missing value") from exc
-    return current
-
-
-def _index(container: list[Any], part: str, path: str, *, for_add: bool) -> int:
-    if for_add and part == "-":
-        return len(container)
+def _resolves(doc: Any, path: str) -> bool:
     try:
-        index = int(part)
-    except ValueError as exc:
-        raise PatchError(f"invalid index {part!r} in \"{path}\"") from exc
-    limit = len(container) if for_add else len(container) - 1
-    if index < 0 or index > limit:
-        raise PatchError(f"unable to access invalid index: {index}")
-    return index
+        jsonpointer.resolve_pointer(doc, path)
+    except jsonpointer.JsonPointerException:
+        return False
+    return True
 
 
-def _get(doc: Any, path: str) -> Any:
-    parts = _pointer(path)
-    if not parts:
-        return doc
-    parent = _parent(doc, parts, path)
+def _explain(doc: Any, operation: JSON, exc: Exception) -> str:
+    """What kube-apiserver says about the operation that failed on ``doc``."""
+    op = operation["op"]
+    from_path = operation.get("from")
+    source = op in ("move", "copy") and not _resolves(doc, str(from_path))
+    path = str(from_path if source else operation.get("path", ""))
+    action = ("remove" if op == "move" else "get") if source else op
+    if op == "move" and not source and path.startswith(f"{from_path}/"):
+        return f'doc is missing path: "{path}": missing value'  # removed before it is added
+    try:
+        parts = jsonpointer.JsonPointer(path).parts
+    except jsonpointer.JsonPointerException:
+        return f'invalid JSON pointer "{path}"'
+    try:
+        parent = jsonpointer.JsonPointer.from_parts(parts[:-1]).resolve(doc)
+    except jsonpointer.JsonPointerException:
+        return f'doc is missing path: "{path}": missing value'
+    last = parts[-1] if parts else ""
     if isinstance(parent, list):
-        return parent[_index(parent, parts[-1], path, for_add=False)]
-    if not isinstance(parent, dict) or parts[-1] not in parent:
-        raise PatchError(f"doc is missing path: \"{path}\": missing value")
-    return parent[parts[-1]]
-
-
-def _remove(doc: Any, path: str) -> Any:
-    parts = _pointer(path)
-    parent = _parent(doc, parts, path)
-    if isinstance(parent, list):
-        return parent.pop(_index(parent, parts[-1], path, for_add=False))
-    if not isinstance(parent, dict) or parts[-1] not in parent:
-        raise PatchError(f"Unable to remove nonexistent key: {parts[-1]}: missing value")
-    return parent.pop(parts[-1])
-
-
-def _add(doc: Any, path: str, value: Any, *, replace: bool = False) -> Any:
-    parts = _pointer(path)
-    if not parts:
-        return value
-    parent = _parent(doc, parts, path)
-    if isinstance(parent, list):
-        if replace:
-            parent[_index(parent, parts[-1], path, for_add=False)] = value
-        else:
-            parent.insert(_index(parent, parts[-1], path, for_add=True), value)
-    elif isinstance(parent, dict):
-        if replace and parts[-1] not in parent:
-            raise PatchError(f"replace operation does not apply: doc is missing key: {path}")
-        parent[parts[-1]] = value
-    else:
-        raise PatchError(f"doc is missing path: \"{path}\"")
-    return doc
-
-
-def _apply_operation(doc: Any, operation: JSON) -> Any:
-    op, path = operation["op"], str(operation.get("path", ""))
-    if op == "add":
-        return _add(doc, path, copy.deepcopy(operation.get("value")))
-    if op == "remove":
-        _remove(doc, path)
-        return doc
-    if op == "replace":
-        return _add(doc, path, copy.deepcopy(operation.get("value")), replace=True)
-    if op == "move":
-        value = _remove(doc, str(operation["from"]))
-        return _add(doc, path, value)
-    if op == "copy":
-        return _add(doc, path, copy.deepcopy(_get(doc, str(operation["from"]))))
-    if op == "test":
-        if _get(doc, path) != operation.get("value"):
-            raise PatchError(f"testing value {path} failed")
-        return doc
-    raise PatchError(f"Unexpected kind: {op}")
+        if not re.fullmatch(r"-?\d+", last) and not (last == "-" and action == "add"):
+            return f'invalid index {last!r} in "{path}"'
+        return f"unable to access invalid index: {last}"
+    if isinstance(parent, dict):
+        if action == "remove" and last not in parent:
+            return f"Unable to remove nonexistent key: {last}: missing value"
+        if action == "replace" and last not in parent:
+            return f"replace operation does not apply: doc is missing key: {path}"
+        if action == "get" and last not in parent:
+            return f'doc is missing path: "{path}": missing value'
+        return str(exc)  # e.g. moving a value into its own child
+    if action == "add":
+        return f'doc is missing path: "{path}"'
+    if action == "remove":
+        return f"Unable to remove nonexistent key: {last}: missing value"
+    return f'doc is missing path: "{path}": missing value'
 
 
 # strategic merge patch
@@ -174,10 +140,10 @@ def strategic_merge(original: Any, patch: Any, node: SchemaNode | None) -> Any:
         if key in (_DIRECTIVE, _RETAIN):
             continue
         if key.startswith(_ORDER):
-            orders[key[len(_ORDER):]] = value if isinstance(value, list) else []
+            orders[key[len(_ORDER) :]] = value if isinstance(value, list) else []
             continue
         if key.startswith(_DELETE_PRIMITIVE):
-            field = key[len(_DELETE_PRIMITIVE):]
+            field = key[len(_DELETE_PRIMITIVE) :]
             doomed = value if isinstance(value, list) else []
             result[field] = [v for v in result.get(field) or [] if v not in doomed]
             continue
@@ -219,8 +185,11 @@ def _merge_list(original: Any, patch: list[Any], node: SchemaNode | None) -> lis
         if not isinstance(item, dict):
             continue
         position = next(
-            (i for i, existing in enumerate(merged)
-             if isinstance(existing, dict) and existing.get(key) == item.get(key)),
+            (
+                i
+                for i, existing in enumerate(merged)
+                if isinstance(existing, dict) and existing.get(key) == item.get(key)
+            ),
             None,
         )
         if item.get(_DIRECTIVE) == "delete":
@@ -243,7 +212,8 @@ def _reorder(values: list[Any], order: list[Any], node: SchemaNode | None) -> li
 
     wanted = {identity(item): index for index, item in enumerate(order)}
     ranked = sorted(
-        enumerate(values), key=lambda pair: (wanted.get(identity(pair[1]), len(wanted)), pair[0]),
+        enumerate(values),
+        key=lambda pair: (wanted.get(identity(pair[1]), len(wanted)), pair[0]),
     )
     return [item for _, item in ranked]
 
@@ -255,7 +225,8 @@ def _is_directive_only(item: Any) -> bool:
 def _strip_directives(item: Any) -> Any:
     if isinstance(item, dict):
         return {
-            k: _strip_directives(v) for k, v in item.items()
+            k: _strip_directives(v)
+            for k, v in item.items()
             if k not in (_DIRECTIVE, _RETAIN) and not k.startswith((_ORDER, _DELETE_PRIMITIVE))
         }
     if isinstance(item, list):

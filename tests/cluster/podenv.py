@@ -27,16 +27,21 @@ class ConfigError(Exception):
 
 def expand(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes ``$(VAR)`` expansion: known names are replaced, ``$$`` escapes, rest kept."""
+
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         name = match.group(1)
         return env.get(name, match.group(0))
+
     return _REFERENCE.sub(replace, text)
 
 
 def container_env(
-    store: Store, pod: JSON, container: JSON, base: Mapping[str, str],
+    store: Store,
+    pod: JSON,
+    container: JSON,
+    base: Mapping[str, str],
 ) -> dict[str, str]:
     """The full environment: ``base`` (the server's), then envFrom, then env."""
     namespace = pod["metadata"]["namespace"]
@@ -44,8 +49,10 @@ def container_env(
     declared: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         prefix = str(source.get("prefix") or "")
-        for ref_key, store_key, what in (("configMapRef", "configmaps", "configmap"),
-                                         ("secretRef", "secrets", "secret")):
+        for ref_key, store_key, what in (
+            ("configMapRef", "configmaps", "configmap"),
+            ("secretRef", "secrets", "secret"),
+        ):
             ref = source.get(ref_key)
             if not ref:
                 continue
@@ -79,8 +86,10 @@ def _data(store: Store, store_key: str, namespace: str, name: str) -> dict[str, 
     if obj is None:
         return None
     if store_key == "secrets":
-        return {k: base64.b64decode(v).decode("utf-8", "replace")
-                for k, v in (obj.get("data") or {}).items()}
+        return {
+            k: base64.b64decode(v).decode("utf-8", "replace")
+            for k, v in (obj.get("data") or {}).items()
+        }
     return {k: str(v) for k, v in (obj.get("data") or {}).items()}
 
 
@@ -119,11 +128,15 @@ def field_ref(pod: JSON, path: str) -> str:
     if match := _LABEL_REF.match(path):
         return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
     simple = {
-        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
-        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName"),
         "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.hostIP": "127.0.0.1", "status.hostIPs": "127.0.0.1",
-        "status.podIP": "127.0.0.1", "status.podIPs": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+        "status.hostIPs": "127.0.0.1",
+        "status.podIP": "127.0.0.1",
+        "status.podIPs": "127.0.0.1",
     }
     if path == "metadata.labels":
         return "\n".join(f'{k}="{v}"' for k, v in sorted((meta.get("labels") or {}).items()))

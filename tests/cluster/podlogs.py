@@ -54,14 +54,21 @@ class ContainerLog:
     def _start(self, tail: int | None, since: datetime | None) -> int:
         start = self._dropped
         if since is not None:
-            start = next((self._dropped + i for i, (stamp, _) in enumerate(self._lines)
-                          if stamp >= since), self._dropped + len(self._lines))
+            start = next(
+                (self._dropped + i for i, (stamp, _) in enumerate(self._lines) if stamp >= since),
+                self._dropped + len(self._lines),
+            )
         if tail is not None:
             start = max(start, self._dropped + len(self._lines) - max(tail, 0))
         return start
 
     async def stream(
-        self, *, follow: bool, tail: int | None, since: datetime | None, timestamps: bool,
+        self,
+        *,
+        follow: bool,
+        tail: int | None,
+        since: datetime | None,
+        timestamps: bool,
         limit_bytes: int | None,
     ) -> AsyncIterator[bytes]:
         position = self._start(tail, since)

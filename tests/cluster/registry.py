@@ -54,8 +54,14 @@ JSON = dict[str, Any]
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-_SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                "generation", "selfLink")
+_SYSTEM_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+)
 
 
 @dataclass
@@ -129,8 +135,13 @@ class Registry:
     # create
 
     def create(
-        self, rtype: ResourceType, namespace: str, body: Any, options: Options,
-        *, managed_fields: list[JSON] | None = None,
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        body: Any,
+        options: Options,
+        *,
+        managed_fields: list[JSON] | None = None,
     ) -> JSON:
         """Create (POST); ``managed_fields`` are kept as given (a create by server-side apply)."""
         obj = self._decode(rtype, body)
@@ -169,16 +180,25 @@ class Registry:
     # update
 
     def update(
-        self, rtype: ResourceType, namespace: str, name: str, body: Any, options: Options,
-        subresource: str = "", *, managed: bool = False,
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        options: Options,
+        subresource: str = "",
+        *,
+        managed: bool = False,
     ) -> JSON:
         """Replace an object (PUT); ``managed``: managedFields are already computed (apply)."""
         old = self.get(rtype, namespace, name)
         new = self._decode(rtype, body)
         meta = new["metadata"]
         if meta.get("name", name) != name:
-            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the "
-                              f"name on the URL ({name})")
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the "
+                f"name on the URL ({name})"
+            )
         meta["name"] = name
         self._settle_namespace(rtype, namespace, meta)
         expected_rv = meta.get("resourceVersion")
@@ -189,8 +209,14 @@ class Registry:
         return self._commit_update(rtype, old, new, options, subresource, managed, presented_old)
 
     def _commit_update(
-        self, rtype: ResourceType, old: JSON, new: JSON, options: Options, subresource: str,
-        managed: bool, presented_old: JSON,
+        self,
+        rtype: ResourceType,
+        old: JSON,
+        new: JSON,
+        options: Options,
+        subresource: str,
+        managed: bool,
+        presented_old: JSON,
     ) -> JSON:
         meta, old_meta = new["metadata"], old["metadata"]
         for key in _SYSTEM_META:
@@ -202,8 +228,10 @@ class Registry:
             meta["managedFields"] = old_meta.get("managedFields") or []
         if subresource == "status":
             status = new.get("status")
-            new = {**copy.deepcopy(old), "metadata": {**copy.deepcopy(old_meta),
-                                                        "managedFields": meta["managedFields"]}}
+            new = {
+                **copy.deepcopy(old),
+                "metadata": {**copy.deepcopy(old_meta), "managedFields": meta["managedFields"]},
+            }
             if status is None:
                 new.pop("status", None)
             else:
@@ -217,10 +245,20 @@ class Registry:
         if old_meta.get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
             if added:
-                raise invalid(rtype.kind, old_meta["name"], rtype.group, [Cause(
-                    "FieldValueForbidden",
-                    "Forbidden: no new finalizers can be added if the object is being deleted, "
-                    f"found new finalizers {sorted(added)}", "metadata.finalizers")])
+                raise invalid(
+                    rtype.kind,
+                    old_meta["name"],
+                    rtype.group,
+                    [
+                        Cause(
+                            "FieldValueForbidden",
+                            "Forbidden: no new finalizers can be added if the object is being "
+                            "deleted, "
+                            f"found new finalizers {sorted(added)}",
+                            "metadata.finalizers",
+                        )
+                    ],
+                )
         self.strategies.prepare_update(rtype, new, old)
         if "generation" in old_meta and _spec_changed(rtype, old, new):
             meta["generation"] = int(old_meta["generation"]) + 1
@@ -228,8 +266,13 @@ class Registry:
         if _same(old, new):
             return old
         if not managed:
-            ssa.record_update(presented_old, new, schema_node(rtype),
-                              manager=options.field_manager, subresource=subresource)
+            ssa.record_update(
+                presented_old,
+                new,
+                schema_node(rtype),
+                manager=options.field_manager,
+                subresource=subresource,
+            )
         self.strategies.after_write(rtype, new)
         if options.dry_run:
             return new
@@ -240,8 +283,14 @@ class Registry:
     # patch
 
     def patch(
-        self, rtype: ResourceType, namespace: str, name: str, patch_type: str, body: Any,
-        options: Options, subresource: str = "",
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        patch_type: str,
+        body: Any,
+        options: Options,
+        subresource: str = "",
     ) -> JSON:
         if patch_type == APPLY_PATCH:
             return self._apply(rtype, namespace, name, body, options, subresource)
@@ -269,7 +318,12 @@ class Registry:
         return self.update(rtype, namespace, name, patched, options, subresource)
 
     def _apply(
-        self, rtype: ResourceType, namespace: str, name: str, body: Any, options: Options,
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        options: Options,
         subresource: str,
     ) -> JSON:
         if not isinstance(body, dict):
@@ -280,8 +334,10 @@ class Registry:
         config.setdefault("metadata", {})
         config_name = config["metadata"].get("name")
         if config_name not in (None, name):
-            raise bad_request(f"the name of the object ({config_name}) does not match the name "
-                              f"on the URL ({name})")
+            raise bad_request(
+                f"the name of the object ({config_name}) does not match the name "
+                f"on the URL ({name})"
+            )
         config["metadata"]["name"] = name
         node = schema_node(rtype)
         live_stored = self.store.get(rtype.storage_key, namespace if rtype.namespaced else "", name)
@@ -298,28 +354,46 @@ class Registry:
                 config = {k: v for k, v in config.items() if k in kept}
             else:
                 config.pop("status", None)
-        merged = ssa.apply(live, config, node, manager=options.field_manager, force=options.force,
-                           subresource=subresource)
+        merged = ssa.apply(
+            live,
+            config,
+            node,
+            manager=options.field_manager,
+            force=options.force,
+            subresource=subresource,
+        )
         merged["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
         return self.update(rtype, namespace, name, merged, options, subresource, managed=True)
 
     # delete
 
     def delete(
-        self, rtype: ResourceType, namespace: str, name: str, options: DeleteOptions,
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        options: DeleteOptions,
     ) -> tuple[JSON, bool]:
         """Delete or start deleting; returns the object and whether it is gone already."""
         obj = self.get(rtype, namespace, name)
         meta = obj["metadata"]
         if options.precondition_uid and options.precondition_uid != meta.get("uid"):
-            raise conflict(rtype.plural, name, rtype.group,
-                           f"Precondition failed: UID in precondition: {options.precondition_uid}, "
-                           f"UID in object meta: {meta.get('uid')}")
+            raise conflict(
+                rtype.plural,
+                name,
+                rtype.group,
+                f"Precondition failed: UID in precondition: {options.precondition_uid}, "
+                f"UID in object meta: {meta.get('uid')}",
+            )
         if options.precondition_rv and options.precondition_rv != meta.get("resourceVersion"):
-            raise conflict(rtype.plural, name, rtype.group,
-                           f"Precondition failed: ResourceVersion in precondition: "
-                           f"{options.precondition_rv}, ResourceVersion in object meta: "
-                           f"{meta.get('resourceVersion')}")
+            raise conflict(
+                rtype.plural,
+                name,
+                rtype.group,
+                f"Precondition failed: ResourceVersion in precondition: "
+                f"{options.precondition_rv}, ResourceVersion in object meta: "
+                f"{meta.get('resourceVersion')}",
+            )
         if rtype.kind == "Namespace" and name in ("default", "kube-system", "kube-public"):
             raise forbidden(rtype.plural, name, "", "this namespace may not be deleted")
         new = copy.deepcopy(obj)
@@ -371,16 +445,21 @@ class Registry:
 
     def _decode(self, rtype: ResourceType, body: Any) -> JSON:
         if not isinstance(body, dict):
-            raise bad_request(f"{rtype.kind} in version \"{rtype.version}\" cannot be handled as a "
-                              f"{rtype.kind}: the body must be a JSON object")
+            raise bad_request(
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as a '
+                f"{rtype.kind}: the body must be a JSON object"
+            )
         obj = copy.deepcopy(body)
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if api_version and api_version != rtype.api_version:
-            raise bad_request(f"the API version in the data ({api_version}) does not match the "
-                              f"expected API version ({rtype.api_version})")
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the "
+                f"expected API version ({rtype.api_version})"
+            )
         if kind and kind != rtype.kind:
-            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind "
-                              f"({rtype.kind})")
+            raise bad_request(
+                f"the kind in the data ({kind}) does not match the expected kind ({rtype.kind})"
+            )
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
         if not isinstance(obj.get("metadata"), dict):
             obj["metadata"] = {}
@@ -392,8 +471,10 @@ class Registry:
             return ""
         given = meta.get("namespace")
         if given and given != namespace:
-            raise bad_request("the namespace of the provided object does not match the namespace "
-                              "sent on the request")
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace "
+                "sent on the request"
+            )
         meta["namespace"] = namespace
         return namespace
 
@@ -403,9 +484,12 @@ class Registry:
             raise not_found("namespaces", namespace)
         if ns["metadata"].get("deletionTimestamp"):
             raise ApiError(
-                403, "Forbidden",
+                403,
+                "Forbidden",
                 f"unable to create new content in namespace {namespace} because it is being "
-                "terminated", {"name": namespace, "kind": "namespaces"})
+                "terminated",
+                {"name": namespace, "kind": "namespaces"},
+            )
 
     def _normalize(self, rtype: ResourceType, obj: JSON, options: Options) -> None:
         """Defaults and pruning (custom resources); unknown-field policy for every kind."""
@@ -419,8 +503,10 @@ class Registry:
             return
         messages = [f'unknown field "{path}"' for path in unknown]
         if options.field_validation == "Strict":
-            raise bad_request(f"{rtype.kind} in version \"{rtype.version}\" cannot be handled as "
-                              f"a {rtype.kind}: strict decoding error: {', '.join(messages)}")
+            raise bad_request(
+                f'{rtype.kind} in version "{rtype.version}" cannot be handled as '
+                f"a {rtype.kind}: strict decoding error: {', '.join(messages)}"
+            )
         options.warnings.extend(messages)
 
     def _validate(self, rtype: ResourceType, obj: JSON, old: JSON | None) -> None:
@@ -443,10 +529,15 @@ def _spec_changed(rtype: ResourceType, old: JSON, new: JSON) -> bool:
 
 def _same(old: JSON, new: JSON) -> bool:
     """A write that changes nothing is not a write: no new resourceVersion, no event."""
+
     def strip(obj: JSON) -> JSON:
-        meta = {k: v for k, v in obj["metadata"].items()
-                if k not in ("resourceVersion", "managedFields")}
+        meta = {
+            k: v
+            for k, v in obj["metadata"].items()
+            if k not in ("resourceVersion", "managedFields")
+        }
         return {**obj, "metadata": meta}
+
     return strip(old) == strip(new)
 
 

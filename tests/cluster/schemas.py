@@ -31,10 +31,14 @@ def builtin_definitions() -> Mapping[str, JSON]:
     raw = json.loads((folder / "_definitions.json").read_text())["$defs"]
     out = {name: _to_openapi(schema) for name, schema in raw.items()}
     out["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {
-        "type": "string", "format": "int-or-string", "x-kubernetes-int-or-string": True,
+        "type": "string",
+        "format": "int-or-string",
+        "x-kubernetes-int-or-string": True,
     }
     out["io.k8s.apimachinery.pkg.api.resource.Quantity"] = {
-        "type": "string", "format": "quantity", "x-kubernetes-int-or-string": True,
+        "type": "string",
+        "format": "quantity",
+        "x-kubernetes-int-or-string": True,
     }
     return out
 
@@ -62,7 +66,7 @@ def _to_openapi(node: Any) -> Any:
 def ref_name(schema: JSON) -> str | None:
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
-        return ref[len(_REF_PREFIX):]
+        return ref[len(_REF_PREFIX) :]
     all_of = schema.get("allOf")
     if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
         return ref_name(all_of[0])
@@ -185,7 +189,7 @@ def _refs(node: Any) -> list[str]:
         if isinstance(current, dict):
             name = current.get("$ref")
             if isinstance(name, str) and name.startswith(_REF_PREFIX):
-                found.append(name[len(_REF_PREFIX):])
+                found.append(name[len(_REF_PREFIX) :])
             stack.extend(current.values())
         elif isinstance(current, list):
             stack.extend(current)

@@ -143,17 +143,38 @@ def format_selector(selector: Selector) -> str:
 
 _COMMON_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 _FIELDS_BY_KIND: dict[str, frozenset[str]] = {
-    "Pod": frozenset({
-        "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-        "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName",
-    }),
-    "Event": frozenset({
-        "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-        "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-        "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type",
-        "regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid",
-        "reportingController",
-    }),
+    "Pod": frozenset(
+        {
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        }
+    ),
+    "Event": frozenset(
+        {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "reportingController",
+        }
+    ),
     "Secret": frozenset({"type"}),
     "Namespace": frozenset({"status.phase"}),
     "Node": frozenset({"spec.unschedulable"}),
@@ -175,7 +196,9 @@ class FieldRequirement:
 
 
 def parse_field_selector(
-    text: str | None, kind: str, extra_fields: frozenset[str] = frozenset(),
+    text: str | None,
+    kind: str,
+    extra_fields: frozenset[str] = frozenset(),
 ) -> tuple[FieldRequirement, ...]:
     if not text or not text.strip():
         return ()
@@ -187,7 +210,7 @@ def parse_field_selector(
             raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
         path, op, value = match.groups()
         if path not in allowed:
-            raise bad_request(f'field label not supported: {path}')
+            raise bad_request(f"field label not supported: {path}")
         out.append(FieldRequirement(path, op == "!=", value))
     return tuple(out)
 

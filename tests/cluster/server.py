@@ -30,11 +30,17 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 VERSION_INFO = {
-    "major": "1", "minor": KUBERNETES_VERSION.split(".")[1], "emulationMajor": "1",
+    "major": "1",
+    "minor": KUBERNETES_VERSION.split(".")[1],
+    "emulationMajor": "1",
     "emulationMinor": KUBERNETES_VERSION.split(".")[1],
-    "gitVersion": f"v{KUBERNETES_VERSION}.0", "gitCommit": "0" * 40,
-    "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.0",
-    "compiler": "gc", "platform": "linux/amd64",
+    "gitVersion": f"v{KUBERNETES_VERSION}.0",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2025-01-01T00:00:00Z",
+    "goVersion": "go1.24.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
 }
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
@@ -49,8 +55,11 @@ def resolve(cluster: Cluster, path: str) -> Target | None:
     else:
         return None
     namespace: str | None = None
-    if (len(rest) >= 3 and rest[0] == "namespaces"
-            and not (len(rest) == 3 and rest[2] in _NAMESPACE_SUBRESOURCES)):
+    if (
+        len(rest) >= 3
+        and rest[0] == "namespaces"
+        and not (len(rest) == 3 and rest[2] in _NAMESPACE_SUBRESOURCES)
+    ):
         namespace, rest = rest[1], rest[2:]
     if not 1 <= len(rest) <= 3:
         return None
@@ -89,8 +98,14 @@ def build_app(cluster: Cluster, address: Callable[[], str]) -> web.Application:
             error = ApiError(500, "InternalError", f"Internal error occurred: {exc}")
             return json_response(error.status(), 500)
         finally:
-            log.debug("%s %s -> %d (%.1f ms) [%s]", request.method, request.path_qs, status,
-                      (time.monotonic() - started) * 1000, request.headers.get("User-Agent", ""))
+            log.debug(
+                "%s %s -> %d (%.1f ms) [%s]",
+                request.method,
+                request.path_qs,
+                status,
+                (time.monotonic() - started) * 1000,
+                request.headers.get("User-Agent", ""),
+            )
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -108,7 +123,10 @@ def build_app(cluster: Cluster, address: Callable[[], str]) -> web.Application:
 
 
 def _fixed_endpoint(
-    cluster: Cluster, request: web.Request, path: str, address: Callable[[], str],
+    cluster: Cluster,
+    request: web.Request,
+    path: str,
+    address: Callable[[], str],
 ) -> Awaitable[web.StreamResponse] | None:
     async def answer(body: Any, status: int = 200) -> web.StreamResponse:
         if isinstance(body, bytes):
@@ -151,15 +169,22 @@ def _openapi_v2(request: web.Request) -> Awaitable[web.StreamResponse]:
     Clients use v3 here; kubectl fetches v2 only to validate on the client what server-side
     validation cannot (a ``kind: List`` document), and skips kinds v2 does not describe.
     """
+
     async def answer() -> web.StreamResponse:
         if "protobuf" in request.headers.get("Accept", ""):
             title, version = b"Kubernetes", f"v{KUBERNETES_VERSION}.0".encode()
             info = b"\x0a" + bytes([len(title)]) + title + b"\x12" + bytes([len(version)]) + version
             body = b"\x0a\x032.0" + b"\x12" + bytes([len(info)]) + info
             return web.Response(body=body, content_type=_OPENAPI_V2_PROTOBUF)
-        return json_response({"swagger": "2.0", "info": {"title": "Kubernetes",
-                                                         "version": f"v{KUBERNETES_VERSION}.0"},
-                              "paths": {}, "definitions": {}})
+        return json_response(
+            {
+                "swagger": "2.0",
+                "info": {"title": "Kubernetes", "version": f"v{KUBERNETES_VERSION}.0"},
+                "paths": {},
+                "definitions": {},
+            }
+        )
+
     return answer()
 
 
@@ -175,9 +200,13 @@ async def _testing(cluster: Cluster, request: web.Request, parts: list[str]) -> 
     if len(parts) == 4 and parts[0] == "pods" and parts[3] == "kill":
         query = request.query
         exit_code = query.get("exitCode")
-        cluster.kubelet.kill(parts[1], parts[2], query.get("mode", "kill"),
-                             reason=query.get("reason"),
-                             exit_code=int(exit_code) if exit_code else None)
+        cluster.kubelet.kill(
+            parts[1],
+            parts[2],
+            query.get("mode", "kill"),
+            reason=query.get("reason"),
+            exit_code=int(exit_code) if exit_code else None,
+        )
         return json_response({"killed": f"{parts[1]}/{parts[2]}"})
     raise bad_request(f"unknown testing hook /testing/{'/'.join(parts)}")
 
@@ -185,11 +214,23 @@ async def _testing(cluster: Cluster, request: web.Request, parts: list[str]) -> 
 def kubeconfig(server: str, namespace: str = "default") -> str:
     """A kubeconfig for kubectl, helm, kopf and the ``kubernetes`` client (JSON is valid YAML)."""
     name = "ergon-test"
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
-        "clusters": [{"name": name, "cluster": {"server": server}}],
-        "users": [{"name": name, "user": {"token": "ergon-test-token"}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name,
-                                                "namespace": namespace}}],
-        "current-context": name,
-    }, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "preferences": {},
+                "clusters": [{"name": name, "cluster": {"server": server}}],
+                "users": [{"name": name, "user": {"token": "ergon-test-token"}}],
+                "contexts": [
+                    {
+                        "name": name,
+                        "context": {"cluster": name, "user": name, "namespace": namespace},
+                    }
+                ],
+                "current-context": name,
+            },
+            indent=2,
+        )
+        + "\n"
+    )

@@ -171,7 +171,11 @@ class Store:
         self._listeners.append(listener)
 
     def watch(
-        self, storage_key: str, namespace: str | None, since: int | None, transform: EventFilter,
+        self,
+        storage_key: str,
+        namespace: str | None,
+        since: int | None,
+        transform: EventFilter,
     ) -> Watch:
         """Open a watch delivering events after resourceVersion ``since``.
 

@@ -25,10 +25,18 @@ JSON = dict[str, Any]
 _WORKLOADS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"})
 _LABEL_NAMED = frozenset({"Namespace", "Service"})
 _PRIORITY_TOLERATIONS = [
-    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-     "tolerationSeconds": 300},
-    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-     "tolerationSeconds": 300},
+    {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
 ]
 
 
@@ -105,9 +113,13 @@ class Strategies:
         if rtype.kind in ("Secret", "ConfigMap") and old is not None and old.get("immutable"):
             for key in ("data", "binaryData", "stringData"):
                 if obj.get(key) != old.get(key):
-                    causes.append(Cause("FieldValueForbidden",
-                                        "Forbidden: field is immutable when `immutable` is set",
-                                        key))
+                    causes.append(
+                        Cause(
+                            "FieldValueForbidden",
+                            "Forbidden: field is immutable when `immutable` is set",
+                            key,
+                        )
+                    )
         return causes
 
     # helpers
@@ -136,7 +148,7 @@ def _fold_string_data(obj: JSON, old: JSON | None = None) -> None:
             base64.b64decode(str(value), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise bad_request(
-                f"Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data "
+                f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data '
                 f"for key {key!r}"
             ) from exc
     string_data = obj.pop("stringData", None) or {}
@@ -177,8 +189,9 @@ def _qos_class(spec: JSON) -> str:
     resources = [c.get("resources") or {} for c in spec.get("containers") or []]
     if not any(r.get("requests") or r.get("limits") for r in resources):
         return "BestEffort"
-    if all(r.get("limits") and r.get("requests", r.get("limits")) == r.get("limits")
-           for r in resources):
+    if all(
+        r.get("limits") and r.get("requests", r.get("limits")) == r.get("limits") for r in resources
+    ):
         return "Guaranteed"
     return "Burstable"
 
@@ -196,20 +209,24 @@ def _validate_pod(obj: JSON, old: JSON | None) -> list[Cause]:
         if not name:
             causes.append(Cause("FieldValueRequired", "Required value", f"{path}.name"))
         elif name in seen:
-            causes.append(Cause("FieldValueDuplicate", f'Duplicate value: "{name}"',
-                                f"{path}.name"))
+            causes.append(
+                Cause("FieldValueDuplicate", f'Duplicate value: "{name}"', f"{path}.name")
+            )
         seen.add(name)
         if not container.get("image"):
             causes.append(Cause("FieldValueRequired", "Required value", f"{path}.image"))
     if old is not None and _frozen_pod_spec(spec) != _frozen_pod_spec(old.get("spec") or {}):
-        causes.append(Cause(
-            "FieldValueForbidden",
-            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
-            "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
-            "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
-            "(allow it to be set to 1 if it was previously negative)",
-            "spec",
-        ))
+        causes.append(
+            Cause(
+                "FieldValueForbidden",
+                "Forbidden: pod updates may not change fields other than "
+                "`spec.containers[*].image`,"
+                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+                "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+                "(allow it to be set to 1 if it was previously negative)",
+                "spec",
+            )
+        )
     return causes
 
 
@@ -237,8 +254,9 @@ def _default_workload(obj: JSON) -> None:
             strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
     if kind == "StatefulSet":
         spec.setdefault("podManagementPolicy", "OrderedReady")
-        spec.setdefault("updateStrategy", {"type": "RollingUpdate",
-                                           "rollingUpdate": {"partition": 0}})
+        spec.setdefault(
+            "updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+        )
     template = spec.get("template")
     if isinstance(template, dict):
         template.setdefault("metadata", {}).setdefault("creationTimestamp", None)
@@ -250,11 +268,19 @@ def _available_status(kind: str, obj: JSON) -> JSON:
     replicas = int(spec.get("replicas", 1))
     generation = obj["metadata"].get("generation", 1)
     if kind == "DaemonSet":
-        return {"currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberReady": 1,
-                "numberAvailable": 1, "updatedNumberScheduled": 1, "numberMisscheduled": 0,
-                "observedGeneration": generation}
+        return {
+            "currentNumberScheduled": 1,
+            "desiredNumberScheduled": 1,
+            "numberReady": 1,
+            "numberAvailable": 1,
+            "updatedNumberScheduled": 1,
+            "numberMisscheduled": 0,
+            "observedGeneration": generation,
+        }
     status: JSON = {
-        "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "readyReplicas": replicas,
         "availableReplicas": replicas,
     }
     if kind in ("Deployment", "StatefulSet"):
@@ -264,12 +290,22 @@ def _available_status(kind: str, obj: JSON) -> JSON:
     if kind == "Deployment":
         stamp = obj["metadata"].get("creationTimestamp")
         status["conditions"] = [
-            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-             "message": "Deployment has minimum availability.", "lastUpdateTime": stamp,
-             "lastTransitionTime": stamp},
-            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-             "message": f'ReplicaSet "{obj["metadata"]["name"]}" has successfully progressed.',
-             "lastUpdateTime": stamp, "lastTransitionTime": stamp},
+            {
+                "type": "Available",
+                "status": "True",
+                "reason": "MinimumReplicasAvailable",
+                "message": "Deployment has minimum availability.",
+                "lastUpdateTime": stamp,
+                "lastTransitionTime": stamp,
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "NewReplicaSetAvailable",
+                "message": f'ReplicaSet "{obj["metadata"]["name"]}" has successfully progressed.',
+                "lastUpdateTime": stamp,
+                "lastTransitionTime": stamp,
+            },
         ]
     if kind == "ReplicaSet":
         status["fullyLabeledReplicas"] = replicas

@@ -67,8 +67,10 @@ def _prune_object(value: Any, node: SchemaNode, path: str, pruned: list[str], ro
             return
         embedded = bool(node.schema.get("x-kubernetes-embedded-resource"))
         for key in list(value):
-            if (root or embedded) and key in _ROOT_KEPT and key not in (
-                node.schema.get("properties") or {}
+            if (
+                (root or embedded)
+                and key in _ROOT_KEPT
+                and key not in (node.schema.get("properties") or {})
             ):
                 continue
             child = node.field(key)

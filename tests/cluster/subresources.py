@@ -29,8 +29,9 @@ async def pod_log(cluster: Cluster, request: web.Request, target: Target) -> web
     if request.method != "GET" or target.rtype.kind != "Pod" or target.name is None:
         raise method_not_allowed()
     query = request.query
-    sink = cluster.kubelet.container_log(target.namespace or "", target.name,
-                                         query.get("container"), truthy(query.get("previous")))
+    sink = cluster.kubelet.container_log(
+        target.namespace or "", target.name, query.get("container"), truthy(query.get("previous"))
+    )
     since = None
     if query.get("sinceSeconds"):
         since = datetime.now(UTC) - timedelta(seconds=int(query["sinceSeconds"]))
@@ -43,7 +44,8 @@ async def pod_log(cluster: Cluster, request: web.Request, target: Target) -> web
         async for chunk in sink.stream(
             follow=truthy(query.get("follow")),
             tail=int(query["tailLines"]) if query.get("tailLines") else None,
-            since=since, timestamps=truthy(query.get("timestamps")),
+            since=since,
+            timestamps=truthy(query.get("timestamps")),
             limit_bytes=int(query["limitBytes"]) if query.get("limitBytes") else None,
         ):
             await response.write(chunk)
@@ -57,11 +59,15 @@ async def evict(cluster: Cluster, request: web.Request, target: Target) -> web.R
         raise method_not_allowed()
     body = await read_body(cluster, request) or {}
     raw = body.get("deleteOptions") or {}
-    options = DeleteOptions(grace_period=raw.get("gracePeriodSeconds"),
-                            precondition_uid=(raw.get("preconditions") or {}).get("uid"))
+    options = DeleteOptions(
+        grace_period=raw.get("gracePeriodSeconds"),
+        precondition_uid=(raw.get("preconditions") or {}).get("uid"),
+    )
     cluster.registry.delete(target.rtype, target.namespace or "", target.name, options)
-    return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                          "status": "Success", "code": 201}, 201)
+    return json_response(
+        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201},
+        201,
+    )
 
 
 async def scale(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
@@ -76,8 +82,11 @@ async def scale(cluster: Cluster, request: web.Request, target: Target) -> web.R
         current = _scale_object(obj, spec_path, status_path, selector_path)
         if request.method == "PATCH":
             try:
-                body = json_patch(current, body) if request.content_type == JSON_PATCH else \
-                    merge_patch(current, body)
+                body = (
+                    json_patch(current, body)
+                    if request.content_type == JSON_PATCH
+                    else merge_patch(current, body)
+                )
             except PatchError as exc:
                 raise ApiError(422, "Invalid", str(exc)) from exc
         replicas = (body.get("spec") or {}).get("replicas")
@@ -85,8 +94,9 @@ async def scale(cluster: Cluster, request: web.Request, target: Target) -> web.R
             raise bad_request("scale needs an integer spec.replicas")
         updated = json.loads(json.dumps(obj))
         _set_path(updated, spec_path, replicas)
-        obj = cluster.registry.present(rtype, cluster.registry.update(
-            rtype, namespace, name, updated, options))
+        obj = cluster.registry.present(
+            rtype, cluster.registry.update(rtype, namespace, name, updated, options)
+        )
     return json_response(_scale_object(obj, spec_path, status_path, selector_path))
 
 
@@ -119,14 +129,20 @@ def _scale_object(obj: JSON, spec_path: str, status_path: str, selector_path: st
     elif isinstance((obj.get("spec") or {}).get("selector"), dict):
         status["selector"] = format_selector(selector_from_label_selector(obj["spec"]["selector"]))
     return {
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                          "creationTimestamp") if k in meta},
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
         "spec": {"replicas": _get_path(obj, spec_path) or 0},
         "status": status,
     }
 
 
 HANDLERS: dict[str, Callable[[Cluster, web.Request, Target], Awaitable[web.StreamResponse]]] = {
-    "log": pod_log, "scale": scale, "eviction": evict,
+    "log": pod_log,
+    "scale": scale,
+    "eviction": evict,
 }

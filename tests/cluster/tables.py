@@ -96,8 +96,9 @@ def _split(path: str) -> list[str]:
     return parts
 
 
-def to_table(rtype: ResourceType, objects: list[JSON], include_object: str,
-             list_meta: JSON) -> JSON:
+def to_table(
+    rtype: ResourceType, objects: list[JSON], include_object: str, list_meta: JSON
+) -> JSON:
     columns, cells = _columns(rtype)
     rows = []
     for obj in objects:
@@ -105,11 +106,16 @@ def to_table(rtype: ResourceType, objects: list[JSON], include_object: str,
         if include_object == "Object":
             row["object"] = obj
         elif include_object != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj.get("metadata", {})}
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata", {}),
+            }
         rows.append(row)
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
         "columnDefinitions": [
             {"name": name, "type": kind, "format": fmt, "description": name, "priority": priority}
             for name, kind, fmt, priority in columns
@@ -124,18 +130,29 @@ def _columns(rtype: ResourceType) -> tuple[list[Column], Cells]:
     builtin = _BUILTIN.get(rtype.kind)
     if builtin is not None:
         return builtin
-    return ([("Name", "string", "name", 0), ("Created At", "date", "", 0)],
-            lambda o: [_name(o), o["metadata"].get("creationTimestamp")])
+    return (
+        [("Name", "string", "name", 0), ("Created At", "date", "", 0)],
+        lambda o: [_name(o), o["metadata"].get("creationTimestamp")],
+    )
 
 
 def _custom_columns(rtype: ResourceType) -> tuple[list[Column], Cells]:
     specs = list(rtype.printer_columns)
     if not specs:
-        return ([("Name", "string", "name", 0), ("Age", "date", "", 0)],
-                lambda o: [_name(o), human_age(o["metadata"].get("creationTimestamp"))])
+        return (
+            [("Name", "string", "name", 0), ("Age", "date", "", 0)],
+            lambda o: [_name(o), human_age(o["metadata"].get("creationTimestamp"))],
+        )
     columns: list[Column] = [("Name", "string", "name", 0)]
-    columns += [(str(c.get("name")), str(c.get("type", "string")), str(c.get("format", "")),
-                 int(c.get("priority", 0))) for c in specs]
+    columns += [
+        (
+            str(c.get("name")),
+            str(c.get("type", "string")),
+            str(c.get("format", "")),
+            int(c.get("priority", 0)),
+        )
+        for c in specs
+    ]
 
     def cells(obj: JSON) -> list[Any]:
         out: list[Any] = [_name(obj)]
@@ -143,6 +160,7 @@ def _custom_columns(rtype: ResourceType) -> tuple[list[Column], Cells]:
             found = json_path(obj, str(spec.get("jsonPath", "")))
             out.append(_cell(found, str(spec.get("type", "string"))))
         return out
+
     return columns, cells
 
 
@@ -188,68 +206,160 @@ def _pod_cells(pod: JSON) -> list[Any]:
     ready = sum(1 for s in statuses if s.get("ready"))
     restarts = sum(int(s.get("restartCount", 0)) for s in statuses)
     status = pod.get("status") or {}
-    return [_name(pod), f"{ready}/{total}", _pod_status(pod), restarts, _age(pod),
-            status.get("podIP") or "<none>", (pod.get("spec") or {}).get("nodeName") or "<none>",
-            "<none>", "<none>"]
+    return [
+        _name(pod),
+        f"{ready}/{total}",
+        _pod_status(pod),
+        restarts,
+        _age(pod),
+        status.get("podIP") or "<none>",
+        (pod.get("spec") or {}).get("nodeName") or "<none>",
+        "<none>",
+        "<none>",
+    ]
 
 
 def _event_cells(event: JSON) -> list[Any]:
     involved = event.get("involvedObject") or event.get("regarding") or {}
-    last = event.get("lastTimestamp") or event.get("eventTime") or \
-        event["metadata"].get("creationTimestamp")
-    return [human_age(last), event.get("type", ""), event.get("reason", ""),
-            f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
-            event.get("message") or event.get("note") or ""]
+    last = (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event["metadata"].get("creationTimestamp")
+    )
+    return [
+        human_age(last),
+        event.get("type", ""),
+        event.get("reason", ""),
+        f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+        event.get("message") or event.get("note") or "",
+    ]
 
 
 def _workload_cells(obj: JSON) -> list[Any]:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    return [_name(obj), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
-            status.get("updatedReplicas", 0), status.get("availableReplicas", 0), _age(obj)]
+    return [
+        _name(obj),
+        f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+        status.get("updatedReplicas", 0),
+        status.get("availableReplicas", 0),
+        _age(obj),
+    ]
 
 
 def _service_cells(svc: JSON) -> list[Any]:
     spec = svc.get("spec") or {}
     ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
-    return [_name(svc), spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), "<none>",
-            ports or "<none>", _age(svc)]
+    return [
+        _name(svc),
+        spec.get("type", "ClusterIP"),
+        spec.get("clusterIP", "<none>"),
+        "<none>",
+        ports or "<none>",
+        _age(svc),
+    ]
 
 
 _N: Column = ("Name", "string", "name", 0)
 _AGE: Column = ("Age", "string", "", 0)
 _BUILTIN: dict[str, tuple[list[Column], Cells]] = {
-    "Pod": ([_N, ("Ready", "string", "", 0), ("Status", "string", "", 0),
-             ("Restarts", "string", "", 0), _AGE, ("IP", "string", "", 1),
-             ("Node", "string", "", 1), ("Nominated Node", "string", "", 1),
-             ("Readiness Gates", "string", "", 1)], _pod_cells),
-    "Namespace": ([_N, ("Status", "string", "", 0), _AGE],
-                  lambda o: [_name(o), (o.get("status") or {}).get("phase", ""), _age(o)]),
-    "ConfigMap": ([_N, ("Data", "integer", "", 0), _AGE],
-                  lambda o: [_name(o), len(o.get("data") or {}) + len(o.get("binaryData") or {}),
-                             _age(o)]),
-    "Secret": ([_N, ("Type", "string", "", 0), ("Data", "integer", "", 0), _AGE],
-               lambda o: [_name(o), o.get("type", ""), len(o.get("data") or {}), _age(o)]),
-    "ServiceAccount": ([_N, ("Secrets", "integer", "", 0), _AGE],
-                       lambda o: [_name(o), len(o.get("secrets") or []), _age(o)]),
-    "Deployment": ([_N, ("Ready", "string", "", 0), ("Up-to-date", "integer", "", 0),
-                    ("Available", "integer", "", 0), _AGE], _workload_cells),
-    "StatefulSet": ([_N, ("Ready", "string", "", 0), _AGE],
-                    lambda o: [_name(o), f"{(o.get('status') or {}).get('readyReplicas', 0)}/"
-                               f"{(o.get('spec') or {}).get('replicas', 1)}", _age(o)]),
-    "ReplicaSet": ([_N, ("Desired", "integer", "", 0), ("Current", "integer", "", 0),
-                    ("Ready", "integer", "", 0), _AGE],
-                   lambda o: [_name(o), (o.get("spec") or {}).get("replicas", 1),
-                              (o.get("status") or {}).get("replicas", 0),
-                              (o.get("status") or {}).get("readyReplicas", 0), _age(o)]),
-    "Service": ([_N, ("Type", "string", "", 0), ("Cluster-IP", "string", "", 0),
-                 ("External-IP", "string", "", 0), ("Port(s)", "string", "", 0), _AGE],
-                _service_cells),
-    "Event": ([("Last Seen", "string", "", 0), ("Type", "string", "", 0),
-               ("Reason", "string", "", 0), ("Object", "string", "", 0),
-               ("Message", "string", "", 0)], _event_cells),
-    "Node": ([_N, ("Status", "string", "", 0), ("Roles", "string", "", 0), _AGE,
-              ("Version", "string", "", 0)],
-             lambda o: [_name(o), "Ready", "<none>", _age(o), "v1.33.0"]),
-    "CustomResourceDefinition": ([_N, ("Created At", "date", "", 0)],
-                                 lambda o: [_name(o), o["metadata"].get("creationTimestamp")]),
+    "Pod": (
+        [
+            _N,
+            ("Ready", "string", "", 0),
+            ("Status", "string", "", 0),
+            ("Restarts", "string", "", 0),
+            _AGE,
+            ("IP", "string", "", 1),
+            ("Node", "string", "", 1),
+            ("Nominated Node", "string", "", 1),
+            ("Readiness Gates", "string", "", 1),
+        ],
+        _pod_cells,
+    ),
+    "Namespace": (
+        [_N, ("Status", "string", "", 0), _AGE],
+        lambda o: [_name(o), (o.get("status") or {}).get("phase", ""), _age(o)],
+    ),
+    "ConfigMap": (
+        [_N, ("Data", "integer", "", 0), _AGE],
+        lambda o: [_name(o), len(o.get("data") or {}) + len(o.get("binaryData") or {}), _age(o)],
+    ),
+    "Secret": (
+        [_N, ("Type", "string", "", 0), ("Data", "integer", "", 0), _AGE],
+        lambda o: [_name(o), o.get("type", ""), len(o.get("data") or {}), _age(o)],
+    ),
+    "ServiceAccount": (
+        [_N, ("Secrets", "integer", "", 0), _AGE],
+        lambda o: [_name(o), len(o.get("secrets") or []), _age(o)],
+    ),
+    "Deployment": (
+        [
+            _N,
+            ("Ready", "string", "", 0),
+            ("Up-to-date", "integer", "", 0),
+            ("Available", "integer", "", 0),
+            _AGE,
+        ],
+        _workload_cells,
+    ),
+    "StatefulSet": (
+        [_N, ("Ready", "string", "", 0), _AGE],
+        lambda o: [
+            _name(o),
+            f"{(o.get('status') or {}).get('readyReplicas', 0)}/"
+            f"{(o.get('spec') or {}).get('replicas', 1)}",
+            _age(o),
+        ],
+    ),
+    "ReplicaSet": (
+        [
+            _N,
+            ("Desired", "integer", "", 0),
+            ("Current", "integer", "", 0),
+            ("Ready", "integer", "", 0),
+            _AGE,
+        ],
+        lambda o: [
+            _name(o),
+            (o.get("spec") or {}).get("replicas", 1),
+            (o.get("status") or {}).get("replicas", 0),
+            (o.get("status") or {}).get("readyReplicas", 0),
+            _age(o),
+        ],
+    ),
+    "Service": (
+        [
+            _N,
+            ("Type", "string", "", 0),
+            ("Cluster-IP", "string", "", 0),
+            ("External-IP", "string", "", 0),
+            ("Port(s)", "string", "", 0),
+            _AGE,
+        ],
+        _service_cells,
+    ),
+    "Event": (
+        [
+            ("Last Seen", "string", "", 0),
+            ("Type", "string", "", 0),
+            ("Reason", "string", "", 0),
+            ("Object", "string", "", 0),
+            ("Message", "string", "", 0),
+        ],
+        _event_cells,
+    ),
+    "Node": (
+        [
+            _N,
+            ("Status", "string", "", 0),
+            ("Roles", "string", "", 0),
+            _AGE,
+            ("Version", "string", "", 0),
+        ],
+        lambda o: [_name(o), "Ready", "<none>", _age(o), "v1.33.0"],
+    ),
+    "CustomResourceDefinition": (
+        [_N, ("Created At", "date", "", 0)],
+        lambda o: [_name(o), o["metadata"].get("creationTimestamp")],
+    ),
 }

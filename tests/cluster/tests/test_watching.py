@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
 
 def api_client(cluster: TestCluster) -> client.ApiClient:
     api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(cluster.kubeconfig))
+        config_file=str(cluster.kubeconfig)
+    )
     return api
 
 
@@ -32,7 +33,8 @@ def configmap(name: str, labels: dict[str, str] | None = None) -> client.V1Confi
 def events(core: client.CoreV1Api, namespace: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     stream = watch.Watch()  # type: ignore[no-untyped-call]
     yield from stream.stream(  # type: ignore[no-untyped-call]
-        core.list_namespaced_config_map, namespace, **kwargs)
+        core.list_namespaced_config_map, namespace, **kwargs
+    )
 
 
 @pytest.fixture
@@ -45,25 +47,39 @@ def core(test_cluster: TestCluster) -> Iterator[client.CoreV1Api]:
 
 
 def test_kubectl_wait_sees_a_later_change(
-    test_cluster: TestCluster, cluster_namespace: str,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
 ) -> None:
     ns = cluster_namespace
     test_cluster.kubectl("create", "configmap", "-n", ns, "flag", "--from-literal=state=off")
     waiter = subprocess.Popen(
-        [str(test_cluster.kubectl_path), "wait", "-n", ns, "configmap/flag",
-         "--for=jsonpath={.data.state}=on", f"--timeout={scaled(20):g}s"],
-        env=test_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            str(test_cluster.kubectl_path),
+            "wait",
+            "-n",
+            ns,
+            "configmap/flag",
+            "--for=jsonpath={.data.state}=on",
+            f"--timeout={scaled(20):g}s",
+        ],
+        env=test_cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(0.3)  # let the waiter read the initial state and start watching
-    test_cluster.kubectl("patch", "-n", ns, "configmap/flag", "--type=merge",
-                         "-p", '{"data": {"state": "on"}}')
+    test_cluster.kubectl(
+        "patch", "-n", ns, "configmap/flag", "--type=merge", "-p", '{"data": {"state": "on"}}'
+    )
     out, err = waiter.communicate(timeout=scaled(25))
     assert waiter.returncode == 0, err
     assert "condition met" in out
 
 
 def test_watch_resumes_from_resource_version(
-    test_cluster: TestCluster, cluster_namespace: str, core: client.CoreV1Api,
+    test_cluster: TestCluster,
+    cluster_namespace: str,
+    core: client.CoreV1Api,
 ) -> None:
     ns = cluster_namespace
     first = core.create_namespaced_config_map(ns, configmap("one"))
@@ -80,9 +96,10 @@ def test_watch_resumes_from_resource_version(
             break
     assert seen == [("ADDED", "two"), ("MODIFIED", "one"), ("DELETED", "two")]
 
-    selected = [(e["type"], e["object"].metadata.name)
-                for e in events(core, ns, resource_version=start, label_selector="x=y",
-                                timeout_seconds=1)]
+    selected = [
+        (e["type"], e["object"].metadata.name)
+        for e in events(core, ns, resource_version=start, label_selector="x=y", timeout_seconds=1)
+    ]
     assert selected == [("ADDED", "two"), ("DELETED", "two")]
 
 
@@ -92,8 +109,10 @@ def test_bookmarks_and_gone(fresh_cluster: TestCluster) -> None:
     listed = cluster.request("GET", "/api/v1/namespaces/default/configmaps")
     rv = listed["metadata"]["resourceVersion"]
 
-    url = (f"{cluster.server}/api/v1/namespaces/default/configmaps?watch=true"
-           f"&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=3")
+    url = (
+        f"{cluster.server}/api/v1/namespaces/default/configmaps?watch=true"
+        f"&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=3"
+    )
     with urllib.request.urlopen(url, timeout=scaled(10)) as response:
         first = json.loads(response.readline())
     assert first["type"] == "BOOKMARK"
@@ -152,10 +171,17 @@ def test_many_watchers_get_every_event(test_cluster: TestCluster, cluster_namesp
     for thread in threads:
         thread.start()
     time.sleep(0.3)  # the watches must be open before the creations
-    items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm{i}"}}
-             for i in range(10)]
-    test_cluster.kubectl("create", "-n", ns, "-f", "-",
-                         input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    items = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm{i}"}} for i in range(10)
+    ]
+    test_cluster.kubectl(
+        "create",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+    )
     for thread in threads:
         thread.join(timeout=scaled(10))
     assert all(r == [f"cm{i}" for i in range(10)] for r in results)
