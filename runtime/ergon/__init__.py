@@ -34,6 +34,7 @@ from ergon.core.errors import (
     FlowLoadError,
     FlowMismatchError,
     FlowNotFoundError,
+    IdentifierError,
     LeaseLost,
     NonDeterminismError,
     SignalPayloadError,
@@ -41,6 +42,7 @@ from ergon.core.errors import (
     StepError,
     StoreError,
     StoreUrlError,
+    StoreValueError,
 )
 from ergon.core.executor import Executor
 from ergon.core.flow import Flow, flow, load_flow
@@ -103,6 +105,7 @@ __all__ = [
     "FlowMismatchError",
     "FlowNotFoundError",
     "FlowStatus",
+    "IdentifierError",
     "LeaseLost",
     "MemoryStore",
     "NonDeterminismError",
@@ -122,6 +125,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUrlError",
+    "StoreValueError",
     "SuspendReason",
     "Suspended",
     "Worker",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import typing
 from collections.abc import Coroutine
 from datetime import datetime
@@ -11,6 +12,7 @@ from ergon.core import codec, replay
 from ergon.core.branches import operation
 from ergon.core.context import FlowContext, Scope, flow_scope
 from ergon.core.errors import ChildFlowError, FlowError
+from ergon.core.identifiers import MAX_LENGTH, check_flow_id
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, SuspendReason
 from ergon.core.records import FlowStatus, NewFlow, StepRecord, utcnow
 
@@ -19,8 +21,20 @@ if TYPE_CHECKING:
 
 
 def child_flow_id(parent_id: str, key: str) -> str:
-    """The id of the child flow invoked at position `key` of flow `parent_id`."""
-    return f"{parent_id}/{key}"
+    """The id of the child flow invoked at position `key` of flow `parent_id`: `parent/key`.
+
+    When that would pass the id limit (255 characters), the parent part is cut and followed by
+    `~` and the SHA-256 of the whole parent id, so the id stays valid, unique to its parent, and
+    the same on every replay.
+    """
+    derived = f"{parent_id}/{key}"
+    if len(derived) <= MAX_LENGTH:
+        return derived
+    digest = hashlib.sha256(parent_id.encode("utf-8", "surrogatepass")).hexdigest()
+    room = MAX_LENGTH - len(digest) - len(key) - 2
+    if room < 0:  # an absurdly long key: hash it too
+        return hashlib.sha256(derived.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{parent_id[:room]}~{digest}/{key}"
 
 
 def invoke(child: Flow, *, flow_id: str | None = None) -> Coroutine[Any, Any, Any]:
@@ -30,6 +44,8 @@ def invoke(child: Flow, *, flow_id: str | None = None) -> Coroutine[Any, Any, An
     if not isinstance(child, Flow):
         raise TypeError(f"invoke() needs an ergon.Flow instance, got {type(child).__qualname__}")
     entry_point(type(child))
+    if flow_id is not None:
+        check_flow_id(flow_id, what="child flow id")
     return _invoke(scope, scope.sequence.next_key(), child, flow_id)
 
 
@@ -69,6 +85,9 @@ async def _child_outcome(ctx: FlowContext, child: Flow, child_id: str) -> Outcom
     if ctx.inline_children:
         from ergon.core.executor import Executor
 
+        existing = await ctx.store.get_flow(child_id)
+        if existing is not None and (mismatch := _mismatch(ctx, child, existing)) is not None:
+            return mismatch
         executor = Executor(child_id, child, ctx.store, parent_id=ctx.flow_id, version=ctx.version)
         return await executor.execute()
     return await _queued_outcome(ctx, child, child_id)
@@ -120,13 +139,32 @@ async def _queued_outcome(ctx: FlowContext, child: Flow, child_id: str) -> Outco
         new = NewFlow(
             id=child_id,
             flow=child.flow_name(),
-            input=child.model_dump_json(),
+            input=codec.dump_input(child),
             state="pending",
             version=ctx.version,
             parent_id=ctx.flow_id,
         )
         status, _ = await ctx.store.create_flow(new)
-    return outcome_of(status)
+    return _mismatch(ctx, child, status) or outcome_of(status)
+
+
+def _mismatch(ctx: FlowContext, child: Flow, status: FlowStatus) -> Failed | None:
+    """A flow found under the child's id that this parent did not start (one scheduled on its
+    own under that id, or another flow's child) is never taken for its child: the invocation
+    fails, naming both, instead of handing over that flow's result."""
+    name = child.flow_name()
+    if status.flow == name and status.parent_id == ctx.flow_id:
+        return None
+    parent = f"child of flow {status.parent_id!r}" if status.parent_id else "without a parent"
+    return Failed(
+        FlowError(
+            "FlowMismatchError",
+            f"flow {status.id!r} is recorded as flow {status.flow!r} {parent}, not as the child "
+            f"flow {name!r} of flow {ctx.flow_id!r}; a flow this one did not start is never "
+            "taken for its child (give the child another id with invoke(..., flow_id=...))",
+            False,
+        )
+    )
 
 
 def outcome_of(status: FlowStatus) -> Outcome:

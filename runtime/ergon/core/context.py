@@ -20,10 +20,12 @@ from ergon.core.errors import (
     FencedError,
     FlowContextError,
     StoreError,
+    StoreValueError,
     _Cancelled,
     _Closing,
     _Fenced,
     _Interrupt,
+    _Refused,
     _Suspend,
     _Unavailable,
 )
@@ -140,7 +142,7 @@ class FlowContext:
         except (FencedError, CancelRequestedError) as exc:
             raise self._stopped_by(exc) from None
         except StoreError as exc:
-            raise self._stopped_by(exc) from exc
+            raise self._stopped_by(exc, step) from exc
         finally:
             if token is not None:
                 _scope.reset(token)
@@ -148,8 +150,8 @@ class FlowContext:
 
     @contextmanager
     def storing(self) -> Iterator[None]:
-        """Around every store call of the execution: a fenced write, a cancellation or a failing
-        store stops the execution (never the flow's own error handling)."""
+        """Around every store call of the execution: a fenced write, a cancellation, a failing
+        store or a refused value stops the execution (never the flow's own error handling)."""
         with internal():
             try:
                 yield
@@ -158,11 +160,21 @@ class FlowContext:
             except StoreError as exc:
                 raise self._stopped_by(exc) from exc
 
-    def _stopped_by(self, exc: StoreError) -> _Interrupt:
+    def _stopped_by(self, exc: StoreError, step: StepRecord | None = None) -> _Interrupt:
+        """The interrupt for a store call that failed with `exc` (while saving `step`): a
+        refused value fails the flow, as running it again would meet the same refusal; any
+        other store error stops the execution for a later one to resume."""
         if isinstance(exc, FencedError):
             self.interrupt = _Fenced()
         elif isinstance(exc, CancelRequestedError):
             self.interrupt = _Cancelled()
+        elif isinstance(exc, StoreValueError):
+            what = (
+                f"an operation of flow {self.flow_id}"
+                if step is None
+                else f"the checkpoint of {step.kind} '{step.name}' (position {step.key})"
+            )
+            self.interrupt = _Refused(exc.failure(what))
         else:
             self.interrupt = _Unavailable(exc)
         return self.interrupt

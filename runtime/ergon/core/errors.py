@@ -11,6 +11,7 @@ Two families live here:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -51,7 +52,15 @@ class FlowInputError(ErgonError, ValueError):
 
 
 class FlowMismatchError(ErgonError, ValueError):
-    """A flow id is already recorded for a different flow class."""
+    """A flow id is already recorded for a different flow class (or, for a child flow, under
+    another parent)."""
+
+
+class IdentifierError(ErgonError, ValueError):
+    """A flow id, signal name or signal id that not every store can hold (empty, too long, NUL,
+    unpaired surrogate). Never retried: the same value would be refused again."""
+
+    retryable = False
 
 
 class FlowLoadError(ErgonError, ImportError):
@@ -60,6 +69,44 @@ class FlowLoadError(ErgonError, ImportError):
 
 class StoreError(ErgonError):
     """The store cannot be opened or reached, or refused an operation."""
+
+
+class StoreValueError(StoreError, ValueError):
+    """The store refused a value it was given, not because it is unreachable: a payload over a
+    backend limit (Postgres' 8,000-byte `pg_notify`, SQLite's and Redis' maximum string length),
+    a character the backend cannot hold (NUL in Postgres text, an unpaired surrogate), a number
+    out of the column's range.
+
+    Sending the same value again fails the same way, so it is never retried: a step checkpoint
+    or the end of an execution that meets it fails the flow (`StoreRefused`); an admin call
+    (`Client.signal`, `Scheduler.schedule`) raises it to the caller. The message is printable
+    ASCII of bounded length, so that it can itself be recorded as the flow's error.
+    """
+
+    retryable = False
+    CODE = "StoreRefused"  # the type of the flow's error
+    LIMIT = 600
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message, self.LIMIT))
+
+    def failure(self, what: str) -> FlowError:
+        """The flow's error (not retryable) when the store refused `what` ("the checkpoint of
+        step 'charge' (position 3)")."""
+        return FlowError(self.CODE, f"the store refused {printable(what, 200)}: {self}", False)
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` in printable ASCII (other characters, NUL and lone surrogates included, as
+    backslash escapes), cut after `limit` characters: safe to record in any store."""
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    text = _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class StoreUrlError(StoreError, ValueError):
@@ -174,6 +221,15 @@ class _Unavailable(_Interrupt):
 
     def __init__(self, error: StoreError) -> None:
         super().__init__(str(error))
+        self.error = error
+
+
+class _Refused(_Interrupt):
+    """The store refused a value of this execution (`StoreValueError`): the flow fails with
+    `error`, since running it again would meet the same refusal."""
+
+    def __init__(self, error: FlowError) -> None:
+        super().__init__(error.message)
         self.error = error
 
 

@@ -14,9 +14,18 @@ from uuid import UUID
 from ergon.core import branches, codec
 from ergon.core.children import outcome_of
 from ergon.core.context import FlowContext, Scope, Sequence, enter, internal, leave
-from ergon.core.errors import FencedError, LeaseLost, _Fenced, _Interrupt, _Unavailable
+from ergon.core.errors import (
+    FencedError,
+    LeaseLost,
+    StoreValueError,
+    _Fenced,
+    _Interrupt,
+    _Refused,
+    _Unavailable,
+)
 from ergon.core.fencing import LeaseDeadline
 from ergon.core.flow import Flow, FlowOptions, entry_point
+from ergon.core.identifiers import check_flow_id
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, SuspendReason
 from ergon.core.records import FlowEnd, Lease, NewFlow, OpenedFlow, utcnow
 from ergon.core.retry import is_retryable
@@ -55,9 +64,11 @@ class Executor:
     ) -> None:
         if not isinstance(flow, Flow):
             raise TypeError(f"Executor needs an ergon.Flow instance, got {type(flow).__qualname__}")
-        self.flow_id = str(flow_id)
-        if not self.flow_id:
-            raise ValueError("flow_id cannot be empty")
+        if lease is None:  # the flow may be new: refuse what not every store can hold
+            self.flow_id = check_flow_id(flow_id)
+            codec.dump_input(flow)
+        else:  # a claimed flow runs under the id its store holds
+            self.flow_id = str(flow_id)
         self.flow = flow
         self.store = store
         self.lease = lease
@@ -153,6 +164,8 @@ class Executor:
             if ctx.deadline is not None and ctx.deadline.lapsed:
                 raise LeaseLost(self._lapsed())
             raise LeaseLost(f"flow {self.flow_id} was taken over by another executor")
+        if isinstance(ctx.interrupt, _Refused):  # never retried: it would be refused again
+            return await self._end(ctx, FlowEnd("failed", error=ctx.interrupt.error))
         if ctx.interrupt is not None or ctx.cancel_requested:
             return await self._end(ctx, FlowEnd("cancelled", seen_events=ctx.events_seen))
         if ctx.fatal is not None:
@@ -173,7 +186,9 @@ class Executor:
             except TypeError as exc:
                 error = exc
             else:
-                await self._end(ctx, FlowEnd("completed", result=text))
+                ended = await self._end(ctx, FlowEnd("completed", result=text))
+                if isinstance(ended, Failed):  # the store refused the result
+                    return ended
                 return Completed(codec.load(text, _return_type(self.entry)))
         return await self._fail(ctx, error, self.options)
 
@@ -199,6 +214,11 @@ class Executor:
                 status = await self.store.finish_flow(self.flow_id, end, epoch=ctx.epoch)
         except FencedError:
             raise LeaseLost(f"flow {self.flow_id} was taken over by another executor") from None
+        except StoreValueError as exc:  # e.g. a result over the backend's size limit
+            if end.error is not None and end.error.type == StoreValueError.CODE:
+                raise  # not even that failure can be recorded: the caller sees why
+            refused = exc.failure(f"the end of flow {self.flow_id} ({end.state})")
+            return await self._end(ctx, FlowEnd("failed", error=refused))
         if end.state == "failed" and end.error is not None:
             return Failed(end.error)
         if end.state == "cancelled":

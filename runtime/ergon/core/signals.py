@@ -13,11 +13,13 @@ from ergon.core import codec, replay
 from ergon.core.branches import operation
 from ergon.core.context import FlowContext, Scope, flow_scope
 from ergon.core.errors import FlowError, SignalPayloadError, SignalTimeout
+from ergon.core.identifiers import check_signal_name
 from ergon.core.outcomes import SuspendReason
 from ergon.core.records import StepRecord, StepState, utcnow
 from ergon.core.retry import seconds
 
 T = TypeVar("T")
+_MESSAGE_LIMIT = 2000
 
 
 @overload
@@ -42,8 +44,7 @@ def wait_for_signal(
     signal came in time; the deadline is recorded, so restarts do not extend it.
     """
     scope = flow_scope(f"ergon.wait_for_signal({name!r})")
-    if not isinstance(name, str) or not name:
-        raise ValueError("wait_for_signal needs a non-empty signal name")
+    check_signal_name(name)
     limit = seconds(timeout) if timeout is not None else None
     return _wait(scope, scope.sequence.next_key(), name, type, limit)
 
@@ -99,13 +100,10 @@ async def _consume(
     name: str,
     began: datetime | None,
 ) -> Any:
-    value = pydantic_core.from_json(payload)
     try:
-        result = codec.validate(value, type_)
-    except ValidationError as exc:
-        error = SignalPayloadError(
-            f"signal {name!r} payload does not match {_type_name(type_)}: {exc}", signal=name
-        )
+        result = codec.validate(pydantic_core.from_json(payload), type_)
+    except Exception as exc:  # consumed all the same, or it would block every later signal
+        error = _unusable(exc, type_, name)
         failed = _record(
             ctx, key, step_name, "failed",
             error=codec.error_from_exception(error), started_at=began,
@@ -116,6 +114,19 @@ async def _consume(
     await ctx.save(done, consumes=seq)
     ctx.steps_run += 1
     return result
+
+
+def _unusable(exc: Exception, type_: object, name: str) -> SignalPayloadError:
+    """Why a payload cannot be handed to the flow: it does not decode (JSON nested deeper than
+    the decoder allows, not JSON at all) or does not validate against `type_`."""
+    if isinstance(exc, ValidationError):
+        why = f"does not match {_type_name(type_)}: {exc}"
+    else:
+        why = f"cannot be decoded: {type(exc).__name__}: {exc}"
+    message = f"signal {name!r} payload {why}"
+    if len(message) > _MESSAGE_LIMIT:  # a large payload can fail validation in many places
+        message = f"{message[:_MESSAGE_LIMIT]}... ({len(message) - _MESSAGE_LIMIT} more characters)"
+    return SignalPayloadError(message, signal=name)
 
 
 def _payload(value: object, type_: object, name: str) -> Any:

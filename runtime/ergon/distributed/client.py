@@ -12,6 +12,12 @@ from ergon.core import codec
 from ergon.core.children import outcome_of
 from ergon.core.errors import FlowNotFoundError
 from ergon.core.flow import Flow, entry_point
+from ergon.core.identifiers import (
+    check_flow_id,
+    check_lookup_id,
+    check_signal_id,
+    check_signal_name,
+)
 from ergon.core.outcomes import Outcome
 from ergon.core.records import (
     FLOW_STATES,
@@ -35,16 +41,20 @@ class Client:
     async def schedule(
         self, flow: Flow, flow_id: str | uuid.UUID | None = None, version: str | None = None
     ) -> str:
-        """Queue `flow` for workers; returns its id. Idempotent on `flow_id`."""
+        """Queue `flow` for workers; returns its id. Idempotent on `flow_id`.
+
+        Raises `ergon.IdentifierError` (a ValueError) for an id not every store can hold, and
+        `ergon.FlowInputError` for input holding NaN or ±Infinity.
+        """
         if not isinstance(flow, Flow):
             raise TypeError(
                 f"schedule() needs an ergon.Flow instance, got {type(flow).__qualname__}"
             )
         entry_point(type(flow))
         new = NewFlow(
-            id=str(flow_id) if flow_id is not None else str(uuid.uuid4()),
+            id=check_flow_id(flow_id) if flow_id is not None else str(uuid.uuid4()),
             flow=type(flow).flow_name(),
-            input=flow.model_dump_json(),
+            input=codec.dump_input(flow),
             state="pending",
             version=version,
         )
@@ -61,18 +71,22 @@ class Client:
         """Send signal `name` to a flow; False if `signal_id` was already delivered.
 
         Signals queue per flow and name, in arrival order; one sent before the flow waits (or
-        before the flow exists) is kept until a wait consumes it.
+        before the flow exists) is kept until a wait consumes it. The name, the signal id and
+        the flow id are checked like flow ids (`ergon.IdentifierError`); a payload holding NaN
+        or ±Infinity raises TypeError.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError("a signal needs a non-empty name")
+        ident = check_flow_id(flow_id)
+        check_signal_name(name)
+        check_signal_id(signal_id)
         text = codec.dump(payload, what=f"signal {name!r} payload")
-        return await self.store.send_signal(str(flow_id), name, text, signal_id)
+        return await self.store.send_signal(ident, name, text, signal_id)
 
     async def status(self, flow_id: str | uuid.UUID) -> FlowStatus:
         """The flow's recorded state; `ergon.FlowNotFoundError` if there is none."""
-        status = await self.store.get_flow(str(flow_id))
+        ident = check_lookup_id(flow_id)
+        status = await self.store.get_flow(ident)
         if status is None:
-            raise FlowNotFoundError(f"no flow with id {str(flow_id)!r} in {self.store!r}")
+            raise FlowNotFoundError(f"no flow with id {ident!r} in {self.store!r}")
         return status
 
     async def wait(self, flow_id: str | uuid.UUID, timeout: float | None = None) -> Outcome:
@@ -103,9 +117,10 @@ class Client:
         A pending or suspended flow is cancelled at once; a running one stops at its next step
         boundary (its state becomes `cancelled` then).
         """
-        status = await self.store.request_cancel(str(flow_id))
+        ident = check_lookup_id(flow_id)
+        status = await self.store.request_cancel(ident)
         if status is None:
-            raise FlowNotFoundError(f"no flow with id {str(flow_id)!r} in {self.store!r}")
+            raise FlowNotFoundError(f"no flow with id {ident!r} in {self.store!r}")
         children = await self.store.list_flows(parent_id=status.id, limit=10_000)
         await asyncio.gather(*(self.cancel(c.id) for c in children if not c.is_terminal))
         return status
@@ -120,8 +135,8 @@ class Client:
 
     async def steps(self, flow_id: str | uuid.UUID) -> builtins.list[StepRecord]:
         """The flow's recorded steps in position order."""
-        await self.status(flow_id)
-        return await self.store.load_steps(str(flow_id))
+        status = await self.status(flow_id)
+        return await self.store.load_steps(status.id)
 
 
 async def end_flow(store: Store, flow: FlowStatus, end: FlowEnd, *, owner: str) -> FlowStatus:

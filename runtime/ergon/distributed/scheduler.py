@@ -39,5 +39,9 @@ class Scheduler:
         return Scheduler(self.store, os.environ.get(VERSION_ENV) or None)
 
     async def schedule(self, flow: Flow, flow_id: str | uuid.UUID | None = None) -> str:
-        """Queue `flow`; returns its id. Scheduling an id that exists changes nothing."""
+        """Queue `flow`; returns its id. Scheduling an id that exists changes nothing.
+
+        An id not every store can hold raises `ergon.IdentifierError`, input holding NaN or
+        ±Infinity `ergon.FlowInputError` (both ValueErrors); nothing is queued then.
+        """
         return await Client(self.store).schedule(flow, flow_id=flow_id, version=self.version)

@@ -2,7 +2,10 @@
 
 Errors: anything that means "the server cannot be reached or went away" (refused or timed-out
 connects, a connection dropped mid-query, the server shutting down or starting up) becomes a
-`StoreError` naming the host, port and database, what was being done, and what to check. A
+`StoreError` naming the host, port and database, what was being done, and what to check. A value
+the server (or asyncpg) refuses -- a NUL or unpaired surrogate in text, a number out of range, a
+`pg_notify` payload over 8,000 bytes, an index row over its size limit -- becomes a
+`StoreValueError`, which is never retried: the same value would be refused again. A
 pooled connection the server closed (a restart) is known closed to asyncpg before it is reused and
 is replaced, so the next call after the server is back works; calls marked idempotent are also
 retried once at once after a connection failure or a deadlock.
@@ -24,7 +27,7 @@ from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
-from ergon.core.errors import ErgonError, StoreError
+from ergon.core.errors import ErgonError, StoreError, StoreValueError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
 from ergon.storage.pooling import Pool, PooledConnections, reconnect
@@ -65,6 +68,14 @@ _ANY_DRIVER_ERROR: tuple[type[BaseException], ...] = (
 # Errors after which the connection is known to be back at rest: the server refused a
 # statement, or our own code decided (fenced, wrong flow name) after its queries completed.
 _CLEAN: tuple[type[BaseException], ...] = (asyncpg.PostgresError, ErgonError)
+# The value itself was refused: class 22 (data exceptions, also raised by asyncpg for an argument
+# it cannot encode), class 23 but for unique violations (which a concurrent insert can cause),
+# class 54 (program limits, e.g. an index row too large).
+_VALUE_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
 _REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
@@ -105,6 +116,8 @@ def store_error(exc: BaseException, *, where: str, what: str) -> StoreError:
         )
     if isinstance(exc, _REFUSED):
         return StoreError(f"Postgres at {where} refused the connection to {what}: {detail}")
+    if isinstance(exc, _VALUE_REFUSED) and not isinstance(exc, asyncpg.UniqueViolationError):
+        return StoreValueError(f"Postgres at {where} refused a value ({detail}) to {what}")
     return StoreError(f"Postgres at {where}: {what} failed: {detail}")
 
 

@@ -4,7 +4,11 @@ redis-py's own retries are not used: it would re-send a script whose reply was l
 re-sent claim or signal is not harmless. Instead, calls the store marks idempotent are retried
 once at once after a connection error; a pooled connection the server closed is replaced before
 it is reused, so the next call after a restart works. Everything that means "the server is not
-there" becomes a `StoreError` naming the host, port and database and what to check.
+there" becomes a `StoreError` naming the host, port and database and what to check. An error
+reply that is about the command itself (a value over `proto-max-bulk-len`, a script that cannot
+take its arguments), and a string the client cannot encode (an unpaired surrogate), become a
+`StoreValueError`, never retried; replies that mean the server cannot serve writes right now
+(READONLY, LOADING, BUSY, OOM, MASTERDOWN, ...) stay ordinary, retryable `StoreError`s.
 
 Wake-ups arrive over pub/sub on a dedicated connection. Pub/sub forgets what was published while
 a subscriber was away, so after re-subscribing the listener bumps the notifier once and waiters
@@ -18,6 +22,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,11 +31,21 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection as RedisConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ergon.core.errors import StoreError
+from ergon.core.errors import StoreError, StoreValueError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
 from ergon.storage.pooling import Pool, PooledConnections, reconnect
@@ -39,6 +54,7 @@ from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, la
 log = logging.getLogger("ergon.storage.redis")
 
 HEALTH_SECONDS = 10.0
+DEFAULT_MAX_BULK = 512 * 1024 * 1024
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -46,6 +62,19 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 _ANY_ERROR: tuple[type[BaseException], ...] = (*_UNREACHABLE, RedisError)
+# What a call can fail with: also a str that cannot be encoded as UTF-8 (found before sending).
+_CALL_ERRORS: tuple[type[BaseException], ...] = (*_ANY_ERROR, UnicodeEncodeError)
+# Error replies about the server's state, not the command: waiting may help.
+_SERVER_STATE: tuple[type[BaseException], ...] = (
+    ReadOnlyError,
+    OutOfMemoryError,
+    NoPermissionError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+)
+_SERVER_STATE_CODES = re.compile(r"\b(BUSY|LOADING|MISCONF|NOREPLICAS|UNBLOCKED|READONLY|OOM)\b")
 # A call that ended like this leaves its connection in an unknown state.
 _IN_DOUBT: tuple[type[BaseException], ...] = (asyncio.CancelledError, *_UNREACHABLE)
 
@@ -83,7 +112,17 @@ def store_error(exc: BaseException, *, where: str, what: str) -> StoreError:
             "running and accepts connections there (and the URL's password); the store "
             "reconnects on the next call."
         )
+    if _refuses_value(exc):
+        return StoreValueError(f"Redis at {where} refused a value ({detail}) to {what}")
     return StoreError(f"Redis at {where}: {what} failed: {detail}")
+
+
+def _refuses_value(exc: BaseException) -> bool:
+    if isinstance(exc, UnicodeEncodeError):
+        return True
+    if not isinstance(exc, ResponseError) or isinstance(exc, _SERVER_STATE):
+        return False
+    return _SERVER_STATE_CODES.search(str(exc)) is None  # e.g. from a script: "... -BUSY ..."
 
 
 def _usable(conn: RedisConnection) -> bool:
@@ -109,7 +148,7 @@ class Connection(PooledConnections[RedisConnection]):
 
     backend = "Redis"
     transient = _UNREACHABLE
-    failure = _ANY_ERROR
+    failure = _CALL_ERRORS
 
     def __init__(
         self,
@@ -127,6 +166,7 @@ class Connection(PooledConnections[RedisConnection]):
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.max_connections = max_connections
+        self.max_bulk = DEFAULT_MAX_BULK  # the server's proto-max-bulk-len, read on opening
         self._factory: aioredis.ConnectionPool | None = None
         self._shas = {name: _sha(PRELUDE_FOR[name] + body) for name, body in SCRIPTS.items()}
 
@@ -171,6 +211,7 @@ class Connection(PooledConnections[RedisConnection]):
             try:
                 layout = await self._check_layout(conn)
                 await self._check_persistence(conn)
+                self.max_bulk = await _max_bulk(conn)
             except BaseException:
                 await pool.discard(conn)
                 raise
@@ -241,11 +282,28 @@ class Connection(PooledConnections[RedisConnection]):
         that was reachable before restarts."""
         try:
             return await self._once(command)
-        except _ANY_ERROR as exc:
+        except _CALL_ERRORS as exc:
+            if (size := self._oversized(command)) is not None:
+                raise StoreValueError(
+                    f"Redis at {self.where} refused a value ({size} bytes, over the server's "
+                    f"proto-max-bulk-len of {self.max_bulk} bytes) to {what}"
+                ) from exc
             attempt = functools.partial(self._once, command)
             return await self.retry(
                 exc, what, attempt, idempotent=idempotent, ride_through=ride_through
             )
+
+    def _oversized(self, command: tuple[Any, ...]) -> int | None:
+        """The size of an argument the server refuses for its length, if any. Asked only after a
+        call failed: the server closes the connection on such an argument, often before the
+        client finished sending it, which would look like an outage."""
+        args = command[2] if command[0] == "EVALSHA" else command[1:]
+        for arg in args:
+            if isinstance(arg, str) and len(arg) * 4 > self.max_bulk:
+                size = len(arg.encode("utf-8", "surrogatepass"))
+                if size > self.max_bulk:
+                    return size
+        return None
 
     async def _once(self, command: tuple[Any, ...]) -> Any:
         pool = self._pool or await self.pool()
@@ -259,8 +317,11 @@ class Connection(PooledConnections[RedisConnection]):
         except _IN_DOUBT:
             await pool.discard(conn)  # mid-command: what it will read next is unknown
             raise
-        except BaseException:
-            pool.release(conn)  # an error reply leaves the connection in step
+        except BaseException as exc:
+            if isinstance(exc, ResponseError) and str(exc).startswith("Protocol error"):
+                await pool.discard(conn)  # the server closes the connection after this reply
+            else:
+                pool.release(conn)  # an error reply leaves the connection in step
             raise
         pool.release(conn)
         return result
@@ -295,6 +356,15 @@ def _pack(args: tuple[str | int, ...]) -> bytes:
         data = (arg if isinstance(arg, str) else str(arg)).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+async def _max_bulk(conn: RedisConnection) -> int:
+    """The longest string the server accepts (CONFIG may be disabled: then Redis' default)."""
+    try:
+        reply = _fields(await _command(conn, "CONFIG", "GET", "proto-max-bulk-len"))
+        return int(reply.get("proto-max-bulk-len", DEFAULT_MAX_BULK))
+    except (ResponseError, ValueError):
+        return DEFAULT_MAX_BULK
 
 
 def _fields(reply: Any) -> dict[str, Any]:

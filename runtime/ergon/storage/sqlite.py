@@ -8,6 +8,10 @@ All statements run on one dedicated thread per store (SQLite connections are not
 across threads, and fsync must not block the event loop). Several processes may use the same
 file; write transactions take SQLite's write lock (`BEGIN IMMEDIATE`) and wait for it up to
 `busy_timeout`.
+
+Errors: a value SQLite refuses (a string over its maximum length, an integer over 64 bits, a str
+with an unpaired surrogate, a constraint) is a `StoreValueError`; anything else (a locked,
+read-only, full or corrupt database) a `StoreError`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ergon.core.codec import error_from_json, error_to_json, reason_from_json, reason_to_json
-from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError, StoreError
+from ergon.core.errors import (
+    CancelRequestedError,
+    FencedError,
+    FlowMismatchError,
+    StoreError,
+    StoreValueError,
+)
 from ergon.core.records import (
     TERMINAL_STATES,
     FlowEnd,
@@ -65,6 +75,14 @@ _GUARDED_UPSERT = _UPSERT_STEP.format(
     "AND cancel_requested = 0)"
 )
 _PLAIN_UPSERT = _UPSERT_STEP.format(guard="WHERE true")
+# Refused for the value bound, not for the state of the database ("string or blob too big" is a
+# DataError; fencing never raises, it is decided by the statements themselves).
+_VALUE_REFUSED: tuple[type[BaseException], ...] = (
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    OverflowError,
+    UnicodeEncodeError,
+)
 _RUNNABLE = (
     "(state = 'pending' OR (state = 'suspended' AND wake_at <= :now) "
     "OR (state = 'running' AND lease_expires_at < :now))"
@@ -116,14 +134,23 @@ class SqliteStore(StoreLifecycle):
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+        except _VALUE_REFUSED as exc:
+            raise self._refused(exc) from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
         waiting = self._waiting
         assert waiting is not None
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, waiting)
+        except _VALUE_REFUSED as exc:
+            raise self._refused(exc) from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _refused(self, exc: BaseException) -> StoreValueError:
+        return StoreValueError(
+            f"SQLite store {self.path} refused a value: {type(exc).__name__}: {exc}"
+        )
 
     async def _connect(self) -> None:
         if self._opening is None:
