@@ -18,6 +18,7 @@ from typing import Any
 
 import ergon
 from ergon.core.records import FlowEnd, NewFlow, utcnow
+from ergon.core.redaction import redact
 from ergon.distributed.client import end_flow
 from ergon_operator.decisions import Event, Observed, Plan, decide
 from ergon_operator.kube import Kube
@@ -162,7 +163,7 @@ class Reconciler:
         """Events are a report: failing to post one never stops a reconcile."""
         try:
             await self.kube.post_event(
-                body, type=event.type, reason=event.reason, message=event.message
+                body, type=event.type, reason=event.reason, message=redact(event.message)
             )
         except Exception as exc:
             log.warning(

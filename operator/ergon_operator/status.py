@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ergon import FlowError, StepRecord, SuspendReason
+from ergon.core.redaction import redact
 from ergon_operator.resources import format_time
 
 MAX_RESULT_BYTES = 4096
@@ -52,7 +53,7 @@ def result_value(text: str | None) -> Any:
 def error_value(error: FlowError | None) -> dict[str, Any] | None:
     if error is None:
         return None
-    return {"type": error.type, "message": error.message, "retryable": error.retryable}
+    return {"type": error.type, "message": redact(error.message), "retryable": error.retryable}
 
 
 def conditions(
@@ -78,7 +79,7 @@ def conditions(
                 "type": kind,
                 "status": status,
                 "reason": reason,
-                "message": message,
+                "message": redact(message),
                 "lastTransitionTime": format_time(now)
                 if changed
                 else old.get("lastTransitionTime"),

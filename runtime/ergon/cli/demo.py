@@ -20,9 +20,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 import ergon
-from ergon.cli.common import STORE_HELP, err, fail, store_url
+from ergon.cli.common import STORE_HELP, err, fail, one_line, say, shown, store_url
 from ergon.storage.urls import open_store
 
 PAUSE_ENV = "ERGON_DEMO_PAUSE_AT"
@@ -77,21 +78,23 @@ def demo(
     url = store_url(store)
     if url.startswith("memory://"):
         fail("the demo needs a store two processes can share (SQLite, Postgres or Redis)")
+    asyncio.run(_recorded(url, "demo-check"))  # a store that cannot be opened fails here, once
     flow_id = f"demo-{uuid.uuid4().hex[:8]}"
-    err.print(f"[bold]Ergon demo[/] — flow [cyan]{flow_id}[/] on [cyan]{url}[/]\n")
+    say(("Ergon demo", "bold"), " — flow ", (flow_id, "cyan"), " on ", (shown(url), "cyan"), "\n")
 
-    err.print("[bold]1.[/] worker process #1 starts the order flow")
+    say(("1.", "bold"), " worker process #1 starts the order flow")
     first = _worker(url, flow_id, pause_at="create_shipment")
     ran_first = _follow(first, until="paused")
-    err.print(
-        f"[bold red]2. SIGKILL[/] worker #1 (pid {first.pid}) while create_shipment is running"
+    say(
+        ("2. SIGKILL", "bold red"),
+        f" worker #1 (pid {first.pid}) while create_shipment is running",
     )
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     checkpointed = asyncio.run(_recorded(url, flow_id))
-    err.print(f"   checkpoints survived: {', '.join(checkpointed) or 'none'}\n")
+    say(f"   checkpoints survived: {', '.join(checkpointed) or 'none'}\n")
 
-    err.print("[bold]3.[/] worker process #2 resumes the same flow from its checkpoints")
+    say(("3.", "bold"), " worker process #2 resumes the same flow from its checkpoints")
     second = _worker(url, flow_id, pause_at=None)
     ran_second = _follow(second, until="outcome")
     code = second.wait()
@@ -101,21 +104,26 @@ def demo(
     for column in ("step", "worker #1 (killed)", "worker #2 (resumed)"):
         table.add_column(column)
     for step in ("reserve_inventory", "charge_payment", "create_shipment", "send_confirmation"):
-        before = "ran" if step in ran_first else "-"
+        before = Text("ran" if step in ran_first else "-")
         if step in checkpointed:
-            before += ", checkpointed"
+            before.append(", checkpointed")
         elif step in ran_first:
-            before += ", [red]killed before its checkpoint[/]"
-        after = "[green]ran[/]" if step in ran_second else "[cyan]replayed from checkpoint[/]"
+            before.append(", killed before its checkpoint", "red")
+        after = (
+            Text("ran", "green") if step in ran_second else Text("replayed from checkpoint", "cyan")
+        )
         table.add_row(step, before, after)
     err.print(table)
     if code != 0 or outcome is None:
         fail(f"the resumed worker exited with code {code}", code=1)
-    err.print("\n[bold green]completed:[/]", outcome.get("result"))
-    err.print(
-        "[dim]create_shipment ran twice: it was interrupted before its checkpoint, so it ran "
-        "again (at-least-once). Its idempotency key, ergon.current_step().idempotency_key, is "
-        "the same both times, for the external system to deduplicate.[/]"
+    say("\n", ("completed:", "bold green"), f" {outcome.get('result')}")
+    say(
+        (
+            "create_shipment ran twice: it was interrupted before its checkpoint, so it ran "
+            "again (at-least-once). Its idempotency key, ergon.current_step().idempotency_key, is "
+            "the same both times, for the external system to deduplicate.",
+            "dim",
+        )
     )
 
 
@@ -133,20 +141,25 @@ def _worker(url: str, flow_id: str, pause_at: str | None) -> subprocess.Popen[st
 
 
 def _follow(process: subprocess.Popen[str], until: str) -> dict[str, dict[str, object]]:
-    """Echo the worker's events until `until`; returns the steps it ran."""
+    """Echo the worker's events until `until`; returns the steps it ran. A worker that reports
+    an error (or ends without reaching `until`) ends the demo with that error."""
     ran: dict[str, dict[str, object]] = {}
     assert process.stdout is not None
     deadline = time.monotonic() + 60
     for line in process.stdout:
         event = json.loads(line)
+        if event["event"] == "error":
+            process.wait()
+            fail(f"worker process (pid {process.pid}): {event['message']}")
         if event["event"] == "ran":
             ran[event["step"]] = event
-            err.print(f"   [green]▶[/] {event['step']} runs (pid {process.pid})")
+            say("   ", ("▶", "green"), f" {event['step']} runs (pid {process.pid})")
         if event["event"] == "outcome":
             ran["__outcome__"] = event
         if event["event"] == until or time.monotonic() > deadline:
-            break
-    return ran
+            return ran
+    code = process.wait()
+    fail(f"worker process (pid {process.pid}) exited with code {code} before its {until}", 1)
 
 
 async def _recorded(url: str, flow_id: str) -> list[str]:
@@ -162,6 +175,9 @@ async def _execute(url: str, flow_id: str) -> None:
     try:
         flow = OrderDemo(order_id="A-1042", amount=99.5)
         outcome = await ergon.Executor(flow_id, flow, store).execute()
+    except ergon.ErgonError as exc:  # e.g. the store became unwritable: the demo reports it
+        print(json.dumps({"event": "error", "message": one_line(str(exc))}), flush=True)
+        raise SystemExit(2) from None
     finally:
         await store.close()
     from ergon.cli.running import describe

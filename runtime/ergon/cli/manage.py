@@ -1,20 +1,38 @@
-"""`ergon signal` and `ergon flows list|show|cancel`: managing flows from the shell."""
+"""`ergon signal` and `ergon flows list|show|cancel`: managing flows from the shell.
+
+Ids are never cut: `flows list` prints plain aligned columns whenever stdout is not a terminal
+(or with `--wide`), and `flows show` prints its timeline the same way.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ergon.cli.common import STORE_HELP, fail, out, parse_json, run_async, store_url, with_store
-from ergon.core.records import FLOW_STATES, FlowStatus, StepRecord
+from ergon.cli.common import (
+    STORE_HELP,
+    fail,
+    out,
+    parse_json,
+    run_async,
+    say,
+    store_url,
+    with_store,
+)
+from ergon.core.records import FLOW_STATES, FlowStatus, StepRecord, utcnow
+from ergon.core.redaction import redact
 from ergon.core.store import Store
 from ergon.distributed.client import Client
 
 flows_app = typer.Typer(help="Inspect and cancel flows.", no_args_is_help=True)
+
+WAITS = ("sleep", "signal", "child")
 
 
 def signal(
@@ -24,25 +42,50 @@ def signal(
     signal_id: Annotated[
         str | None, typer.Option(help="Idempotency id: a second send with it is a no-op.")
     ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="Queue the signal even if no flow has this id yet (it waits for the flow).",
+        ),
+    ] = False,
     store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
-    """Send a signal to a flow."""
+    """Send a signal to a flow.
+
+    Exits with 2, sending nothing, when the flow does not exist (unless --allow-missing) or has
+    already ended (no wait could ever receive the signal).
+    """
     value = parse_json(payload, "--payload")
 
-    async def go(active: Store) -> tuple[bool, bool]:
-        exists = await active.get_flow(flow_id) is not None
-        return await Client(active).signal(flow_id, name, value, signal_id), exists
+    async def go(active: Store) -> tuple[FlowStatus | None, bool]:
+        status = await active.get_flow(flow_id)
+        if (status is None and not allow_missing) or (status is not None and status.is_terminal):
+            return status, False
+        return status, await Client(active).signal(flow_id, name, value, signal_id)
 
-    sent, exists = run_async(lambda: with_store(store_url(store), go))
+    status, sent = run_async(lambda: with_store(store_url(store), go))
+    if status is None and not allow_missing:
+        fail(
+            f"no flow {flow_id!r} exists yet; the signal was not sent (start the flow first, "
+            "or pass --allow-missing to queue it for a flow that will have this id)"
+        )
+    if status is not None and status.is_terminal:
+        fail(
+            f"flow {flow_id!r} has already ended ({status.state}); the signal was not sent, "
+            "as no wait could receive it"
+        )
     if not sent:
-        out.print(f"signal {name!r} with id {signal_id!r} was already delivered to {flow_id}")
+        out.print(
+            f"signal {name!r} with id {signal_id!r} was already delivered to {flow_id}",
+            soft_wrap=True,
+        )
         return
-    out.print(f"sent {name!r} to {flow_id}")
-    if not exists:
-        out.print(f"[yellow]note:[/] no flow {flow_id!r} exists yet; the signal waits for it")
+    out.print(f"sent {name!r} to {flow_id}", soft_wrap=True)
+    if status is None:
+        say(("note:", "yellow"), f" no flow {flow_id!r} exists yet; the signal waits for it")
 
 
-@flows_app.command("list")
 def list_flows(
     state: Annotated[
         str | None, typer.Option(help=f"Only flows in this state ({', '.join(FLOW_STATES)}).")
@@ -50,9 +93,12 @@ def list_flows(
     flow: Annotated[str | None, typer.Option(help="Only flows of this flow name.")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Plain columns with full ids, even on a terminal.")
+    ] = False,
     store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
-    """List flows, newest first."""
+    """List flows, newest first. Ids are never cut when stdout is not a terminal."""
     if state is not None and state not in FLOW_STATES:
         fail(f"unknown state {state!r}; use one of {', '.join(FLOW_STATES)}")
 
@@ -64,54 +110,80 @@ def list_flows(
         for row in rows:
             print(json.dumps(_status_json(row)))
         return
-    table = Table("ID", "FLOW", "STATE", "ATTEMPTS", "WAITING", "UPDATED")
-    for row in rows:
-        table.add_row(
-            row.id, row.flow, _state(row), str(row.attempts), _waiting(row), _time(row.updated_at)
-        )
+    header = ["ID", "FLOW", "STATE", "ATTEMPTS", "WAITING", "UPDATED"]
+    cells = [
+        [row.id, row.flow, _state(row), str(row.attempts), _waiting(row), _time(row.updated_at)]
+        for row in rows
+    ]
+    if wide or not sys.stdout.isatty():
+        _print_columns(header, cells)
+        return
+    widths = [
+        max([len(title), *(len(cell[i]) for cell in cells)]) for i, title in enumerate(header)
+    ]
+    room = out.width - sum(widths[1:]) - (3 * len(header) + 1)  # borders and padding
+    longest = widths[0]
+    widths[0] = max(min(longest, 36), min(longest, room))  # only ids give way, down to a uuid
+    table = Table(*header, caption="--wide prints full ids" if widths[0] < longest else None)
+    for column, width in zip(table.columns, widths, strict=True):
+        column.no_wrap = True
+        column.min_width = column.max_width = width
+    table.columns[0].overflow = "ellipsis"
+    for cell in cells:
+        table.add_row(*(_printable(c) for c in cell))
     out.print(table)
 
 
-@flows_app.command("show")
 def show(
     flow_id: Annotated[str, typer.Argument()],
     store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
-    """Show a flow and its step timeline (position, name, state, attempts, duration)."""
+    """Show a flow and its timeline: each step, sleep, signal wait and child, with its start,
+    duration (all attempts and backoffs of a step; how long a wait waited), and attempts."""
 
     async def go(active: Store) -> tuple[FlowStatus, list[StepRecord]]:
         client = Client(active)
         return await client.status(flow_id), await client.steps(flow_id)
 
     status, steps = run_async(lambda: with_store(store_url(store), go))
-    out.print(f"[bold]{status.id}[/]  {status.flow}  [bold]{_state(status)}[/]", soft_wrap=True)
-    out.print(
+    now = utcnow()
+    line = _line
+    line(f"{status.id}  {status.flow}  {_state(status)}")
+    line(
         f"attempts {status.attempts}  version {status.version or '-'}  "
-        f"created {_time(status.created_at)}  updated {_time(status.updated_at)}"
+        f"created {_time(status.created_at)}  updated {_time(status.updated_at)}  "
+        f"took {_span(status.created_at, status.updated_at if status.is_terminal else None, now)}"
     )
-    if status.waiting_for is not None:
-        out.print(f"waiting for {_waiting(status)}")
+    if status.waiting_for is not None and status.state in ("suspended", "pending"):
+        line(f"waiting for {_waiting(status)}")
     if status.lease_owner:
-        out.print(f"held by {status.lease_owner}")
+        line(f"held by {status.lease_owner}")
     if status.error is not None:
-        out.print(f"[red]error {status.error.type}: {status.error.message}[/]", soft_wrap=True)
+        line(f"error {status.error.type}: {redact(status.error.message)}")
     if status.result is not None:
-        out.print(f"result {status.result}", soft_wrap=True)
-    table = Table("POSITION", "NAME", "KIND", "STATE", "ATTEMPTS", "DURATION", "DETAIL")
-    for step in steps:
-        table.add_row(
+        line(f"result {status.result}")
+    if not steps:
+        line("no recorded operations")
+        return
+    line("")
+    day = status.created_at.astimezone().date()
+    header = ["POSITION", "KIND", "NAME", "STATE", "STARTED", "DURATION", "ATTEMPTS", "DETAIL"]
+    cells = [
+        [
             step.key,
-            step.name,
             step.kind,
+            step.name,
             step.state,
+            _clock(step.started_at, day),
+            _step_span(step, now),
             str(step.attempts),
-            _duration(step),
-            _detail(step),
-        )
-    out.print(table)
+            _detail(step, day),
+        ]
+        for step in steps
+    ]
+    _print_columns(header, cells)
 
 
-@flows_app.command("cancel")
 def cancel(
     flow_id: Annotated[str, typer.Argument()],
     store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
@@ -123,11 +195,41 @@ def cancel(
 
     status = run_async(lambda: with_store(store_url(store), go))
     if status.state == "cancelled":
-        out.print(f"cancelled {flow_id}")
+        _line(f"cancelled {flow_id}")
     elif status.is_terminal:
-        out.print(f"{flow_id} had already ended ({status.state})")
+        _line(f"{flow_id} had already ended ({status.state})")
     else:
-        out.print(f"cancellation requested: {flow_id} stops at its next step")
+        _line(f"cancellation requested: {flow_id} stops at its next step")
+
+
+FLOWS_COMMANDS: dict[str, Callable[..., None]] = {
+    "list": list_flows,
+    "show": show,
+    "cancel": cancel,
+}
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+
+def _line(text: str) -> None:
+    out.print(text, soft_wrap=True)
+
+
+def _print_columns(header: list[str], rows: list[list[str]]) -> None:
+    """Aligned columns separated by two spaces; nothing is cut or wrapped."""
+    table = [header, *([_printable(cell) for cell in row] for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        _line("  ".join([*padded, row[-1]]).rstrip())
+
+
+def _printable(text: str) -> str:
+    """One line per row: control characters (a newline in an id or a message) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _state(status: FlowStatus) -> str:
@@ -150,18 +252,53 @@ def _time(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _duration(step: StepRecord) -> str:
-    if step.started_at is None or step.completed_at is None:
+def _clock(value: datetime | None, day: object) -> str:
+    """A local time to the millisecond, with its date when not the flow's first day."""
+    if value is None:
         return "-"
-    seconds = (step.completed_at - step.started_at).total_seconds()
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+    local = value.astimezone()
+    text = local.strftime("%H:%M:%S.%f")[:-3]
+    return text if local.date() == day else f"{local.strftime('%Y-%m-%d')} {text}"
 
 
-def _detail(step: StepRecord) -> str:
+def _step_span(step: StepRecord, now: datetime) -> str:
+    """From the first attempt's start to the end (a wait still open: to now)."""
+    if step.started_at is None:
+        return "-"
+    open_ = step.completed_at is None and step.state in ("waiting", "retrying")
+    return _span(step.started_at, None if open_ else step.completed_at, now)
+
+
+def _span(start: datetime, end: datetime | None, now: datetime) -> str:
+    if end is None:
+        return f"{_seconds((now - start).total_seconds())} so far"
+    return _seconds((end - start).total_seconds())
+
+
+def _seconds(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _detail(step: StepRecord, day: object) -> str:
     if step.error is not None:
-        return f"{step.error.type}: {step.error.message}"[:80]
-    if step.state in ("waiting", "retrying") and step.fire_at is not None:
-        return f"until {_time(step.fire_at)}"
+        return f"{step.error.type}: {redact(step.error.message)}"
+    if step.state == "retrying" and step.fire_at is not None:
+        return f"attempt {step.attempts} failed; next at {_clock(step.fire_at, day)}"
+    if step.state == "waiting" and step.fire_at is not None:
+        return f"waiting until {_clock(step.fire_at, day)}"
+    if step.state == "waiting":
+        return "waiting"
+    if step.kind in WAITS and step.state == "completed":
+        return "waited"
     return ""
 
 

@@ -5,6 +5,7 @@ flow, as the operator's worker pods do).
 from __future__ import annotations
 
 import json
+import shlex
 import uuid
 from typing import Annotated
 
@@ -13,12 +14,14 @@ import typer
 
 from ergon.cli.common import (
     STORE_HELP,
-    err,
+    build_flow,
     fail,
     import_modules,
+    load_user_flow,
     out,
-    parse_json,
     run_async,
+    say,
+    shown,
     store_url,
     validation_message,
     with_store,
@@ -32,30 +35,17 @@ from ergon.core.errors import (
     FlowLoadError,
     FlowNotFoundError,
 )
-from ergon.core.executor import Executor
-from ergon.core.flow import Flow, load_flow
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended
 from ergon.core.records import FlowEnd, FlowStatus
+from ergon.core.redaction import redact
 from ergon.core.store import Store
 from ergon.distributed.client import end_flow
+from ergon.distributed.runner import execute_watched
 from ergon.distributed.runner import run as run_flow_to_end
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def build_flow(path: str, input_json: str) -> Flow:
-    """Import `module:Flow` and validate the input against it, with messages a user can act on."""
-    import_modules([])
-    try:
-        cls = load_flow(path)
-    except FlowLoadError as exc:
-        fail(str(exc))
-    data = parse_json(input_json, "--input")
-    try:
-        return cls.model_validate(data)
-    except pydantic.ValidationError as exc:
-        fail(f"invalid input for flow {path}:\n{validation_message(exc)}")
+EXIT_INTERRUPTED = 130
 
 
 def run(
@@ -64,22 +54,36 @@ def run(
     store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
     flow_id: Annotated[str | None, typer.Option(help="Resume or start this flow id.")] = None,
 ) -> None:
-    """Run a flow to its end in this process and print its result as JSON."""
+    """Run a flow to its end in this process and print its result as JSON.
+
+    Ctrl-C stops it and prints the command that resumes it from its checkpoints.
+    """
     instance = build_flow(flow, input)
     ident = flow_id or str(uuid.uuid4())
-    err.print(f"[dim]flow {ident} on {store_url(store)}[/]")
+    url = store_url(store)
 
     async def go(active: Store) -> object:
+        await active.get_flow(ident)  # reach the store before announcing the run
+        say((f"flow {ident} on {shown(url)}", "dim"))
         return await run_flow_to_end(instance, store=active, flow_id=ident)
 
     try:
-        value = run_async(lambda: with_store(store_url(store), go))
+        value = run_async(lambda: with_store(url, go))
     except FlowFailed as exc:
-        err.print(f"[bold red]failed:[/] {exc.error.type}: {exc.error.message}", soft_wrap=True)
+        say(("failed:", "bold red"), f" {exc.error.type}: {redact(exc.error.message)}")
         raise typer.Exit(EXIT_FAILED) from None
     except FlowCancelledError as exc:
-        err.print(f"[yellow]{exc}[/]")
+        say((str(exc), "yellow"))
         raise typer.Exit(EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        again = ["ergon", "run", flow, "--input", input, "--flow-id", ident]
+        if store is not None:
+            again += ["--store", shown(store)]
+        say(
+            ("interrupted:", "yellow"),
+            f" flow {ident} stopped at its last checkpoint; resume it with: {shlex.join(again)}",
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     out.print_json(codec.dump(value, what="flow result"))
 
 
@@ -101,24 +105,23 @@ def run_flow(
     async def go(active: Store) -> Outcome:
         status = await active.get_flow(flow_id)
         if status is None:
-            raise FlowNotFoundError(f"no flow with id {flow_id!r} in {store_url(store)}")
+            raise FlowNotFoundError(f"no flow with id {flow_id!r} in {shown(store_url(store))}")
         if status.is_terminal:
             return outcome_of(status)
         try:
-            instance = load_flow(status.flow).model_validate_json(status.input)
+            instance = load_user_flow(status.flow).model_validate_json(status.input)
         except FlowLoadError as exc:
             return await _cannot_run(active, status, "InvalidFlow", str(exc))
         except pydantic.ValidationError as exc:
-            message = f"invalid input for flow {status.flow}:\n{validation_message(exc)}"
+            message = f"invalid input for flow {status.flow}: {validation_message(exc)}"
             return await _cannot_run(active, status, "InvalidInput", message)
-        return await Executor(flow_id, instance, active, flow_retries=True).execute()
+        return await execute_watched(flow_id, instance, active)
 
     outcome = run_async(lambda: with_store(store_url(store), go))
     print(json.dumps(describe(outcome)), flush=True)
     match outcome:
         case Failed(error=error) if error.type in ("InvalidFlow", "InvalidInput"):
-            err.print(f"[bold red]error:[/] {error.message}", soft_wrap=True)
-            raise typer.Exit(EXIT_USAGE)
+            fail(error.message)
         case Failed():
             raise typer.Exit(EXIT_FAILED)
         case Cancelled():
@@ -144,7 +147,7 @@ def describe(outcome: Outcome) -> dict[str, object]:
                 "outcome": "failed",
                 "error": {
                     "type": error.type,
-                    "message": error.message,
+                    "message": redact(error.message),
                     "retryable": error.retryable,
                 },
             }

@@ -7,6 +7,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ergon.core.errors import StoreUrlError
+from ergon.core.redaction import redact, redact_url
 from ergon.core.store import Store
 from ergon.storage.memory import MemoryStore
 from ergon.storage.sqlite import SqliteStore, Synchronous
@@ -24,7 +25,7 @@ def open_store(url: str) -> Store:
     url = url.strip()
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise StoreUrlError(f"store URL {url!r} has no scheme; use one of: {SCHEMES}")
+        raise StoreUrlError(f"store URL {_shown(url)} has no scheme; use one of: {SCHEMES}")
     scheme = scheme.lower()
     if scheme == "memory":
         return MemoryStore()
@@ -34,53 +35,78 @@ def open_store(url: str) -> Store:
         return _postgres(url)
     if scheme in ("redis", "rediss", "unix"):
         return _redis(url)
-    raise StoreUrlError(f"unknown store URL scheme {scheme!r} in {url!r}; use one of: {SCHEMES}")
+    raise StoreUrlError(
+        f"unknown store URL scheme {scheme!r} in {_shown(url)}; use one of: {SCHEMES}"
+    )
 
 
 def _sqlite(url: str, rest: str) -> SqliteStore:
     if not rest.startswith("/"):
         raise StoreUrlError(
-            f"SQLite URL {url!r} needs three slashes: sqlite:///relative.db or "
+            f"SQLite URL {_shown(url)} needs three slashes: sqlite:///relative.db or "
             "sqlite:////absolute/path.db"
         )
     parts = urlsplit(url)
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path or path.endswith("/"):
-        raise StoreUrlError(f"SQLite URL {url!r} names no database file")
+        raise StoreUrlError(f"SQLite URL {_shown(url)} names no database file")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     synchronous = options.pop("synchronous", "full").lower()
     if synchronous not in ("full", "normal", "extra"):
         raise StoreUrlError(
-            f"SQLite URL {url!r}: synchronous must be full, normal or extra, not {synchronous!r}"
+            f"SQLite URL {_shown(url)}: synchronous must be full, normal or extra, "
+            f"not {synchronous!r}"
         )
     if options:
-        raise StoreUrlError(f"SQLite URL {url!r}: unknown options {sorted(options)}")
+        raise StoreUrlError(f"SQLite URL {_shown(url)}: unknown options {sorted(options)}")
     return SqliteStore(Path(path), synchronous=cast(Synchronous, synchronous))
 
 
 def _postgres(url: str) -> Store:
+    _check_ports(url, "Postgres")
     try:
         from ergon.storage.postgres import PostgresStore
     except ImportError as exc:
         raise StoreUrlError(
-            f"{url!r} needs the Postgres store: pip install 'ergon[postgres]' ({exc})"
+            f"{_shown(url)} needs the Postgres store: pip install 'ergon[postgres]' ({exc})"
         ) from exc
     try:
         store: Any = PostgresStore(url)
     except ValueError as exc:
-        raise StoreUrlError(f"Postgres URL {url!r}: {exc}") from exc
+        raise StoreUrlError(f"Postgres URL {_shown(url)}: {redact(str(exc))}") from exc
     return cast(Store, store)
 
 
 def _redis(url: str) -> Store:
+    _check_ports(url, "Redis")
     try:
         from ergon.storage.redis import RedisStore
     except ImportError as exc:
         raise StoreUrlError(
-            f"{url!r} needs the Redis store: pip install 'ergon[redis]' ({exc})"
+            f"{_shown(url)} needs the Redis store: pip install 'ergon[redis]' ({exc})"
         ) from exc
     try:
         store: Any = RedisStore(url)
     except ValueError as exc:
-        raise StoreUrlError(f"Redis URL {url!r}: {exc}") from exc
+        raise StoreUrlError(f"Redis URL {_shown(url)}: {redact(str(exc))}") from exc
     return cast(Store, store)
+
+
+def _check_ports(url: str, backend: str) -> None:
+    """Refuse a port that is not a number here, where the URL is at hand, rather than as a
+    driver's `ValueError` at the first connect. (Postgres URLs may list several host:port.)"""
+    rest = url.partition("://")[2]
+    end = min(i for i in (rest.find("?"), rest.find("#"), len(rest)) if i != -1)
+    hosts = rest[:end].rpartition("@")[2].partition("/")[0]  # a password may hold "/" or ":"
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, digits = port.rpartition(":")
+        if colon and digits and not (digits.isdigit() and 0 < int(digits) < 65536):
+            raise StoreUrlError(
+                f"{backend} URL {_shown(url)}: port {digits!r} is not a port number (1-65535)"
+            )
+
+
+def _shown(url: str) -> str:
+    """A URL for a message: quoted, its password hidden."""
+    return repr(redact_url(url))
