@@ -65,15 +65,24 @@ class StallsInBackoff(ergon.Flow):
         return "ok"
 
 
-async def test_a_stalled_execution_starts_no_further_step(store: ergon.Store) -> None:
-    lease = 0.6
-    worker = ergon.Worker(store, "w", flows=[Stalls], lease_seconds=lease, poll_interval=0.05)
+LEASE = 0.6
+
+
+async def run_with_a_stall(
+    store: ergon.Store, flow: type[Stalls] | type[StallsInBackoff]
+) -> tuple[ergon.Outcome, ergon.Worker]:
+    """Run one flow that stalls for 1.5 leases under one worker; its outcome and the worker."""
+    worker = ergon.Worker(store, "w", flows=[flow], lease_seconds=LEASE, poll_interval=0.05)
     handle = worker.start()
     try:
-        flow_id = await ergon.Scheduler(store).schedule(Stalls(stall_seconds=lease * 1.5))
-        outcome = await ergon.Client(store).wait(flow_id, timeout=20)
+        flow_id = await ergon.Scheduler(store).schedule(flow(stall_seconds=LEASE * 1.5))
+        return await ergon.Client(store).wait(flow_id, timeout=20), worker
     finally:
         await handle.shutdown(timeout=5)
+
+
+async def test_a_stalled_execution_starts_no_further_step(store: ergon.Store) -> None:
+    outcome, worker = await run_with_a_stall(store, Stalls)
     assert outcome == ergon.Completed("done")
     # The stalled execution recorded `stall` but stopped before `after`; the worker claimed the
     # flow again once its lease ran out and ran `after` once, without re-running `stall`.
@@ -82,16 +91,7 @@ async def test_a_stalled_execution_starts_no_further_step(store: ergon.Store) ->
 
 
 async def test_a_stall_through_a_backoff_starts_no_further_attempt(store: ergon.Store) -> None:
-    lease = 0.6
-    worker = ergon.Worker(
-        store, "w", flows=[StallsInBackoff], lease_seconds=lease, poll_interval=0.05
-    )
-    handle = worker.start()
-    try:
-        flow_id = await ergon.Scheduler(store).schedule(StallsInBackoff(stall_seconds=lease * 1.5))
-        outcome = await ergon.Client(store).wait(flow_id, timeout=20)
-    finally:
-        await handle.shutdown(timeout=5)
+    outcome, worker = await run_with_a_stall(store, StallsInBackoff)
     assert outcome == ergon.Completed("ok")
     assert CALLS == Counter({"flaky:1": 1, "flaky:2": 1})
     assert worker.stats.outcomes.get("lost") == 1

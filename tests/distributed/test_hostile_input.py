@@ -15,6 +15,7 @@ import pytest
 
 import ergon
 from ergon.core.identifiers import MAX_LENGTH
+from tests.core.test_hostile_input import Plain
 
 HOSTILE_IDS = {
     "empty": ("", "cannot be empty"),
@@ -23,18 +24,6 @@ HOSTILE_IDS = {
     "unpaired surrogate": ("a\udfffb", "cannot contain an unpaired surrogate"),
 }
 RETRIES = ergon.RetryPolicy(5, 0.01, 0.01, 1.0)
-
-
-class Plain(ergon.Flow):
-    n: int = 1
-
-    @ergon.flow
-    async def run(self) -> int:
-        return await self.double()
-
-    @ergon.step
-    async def double(self) -> int:
-        return self.n * 2
 
 
 class Other(ergon.Flow):
