@@ -21,7 +21,7 @@ REDIS_URL = os.environ.get("ERGON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 @asynccontextmanager
 async def postgres_database(server_dsn: str = POSTGRES_DSN) -> AsyncIterator[str]:
     """The DSN of a database created for this run; dropped (with its connections) after."""
-    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+    import asyncpg
 
     name = f"ergon_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_dsn)
@@ -36,7 +36,7 @@ async def postgres_database(server_dsn: str = POSTGRES_DSN) -> AsyncIterator[str
 
 
 async def postgres_setting(dsn: str, name: str) -> str:
-    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+    import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:

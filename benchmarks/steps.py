@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import ergon
 from benchmarks.stats import median
+from ergon.storage.sqlite import Synchronous
 
 
 class Steps(ergon.Flow, name="benchmarks.Steps"):
@@ -73,10 +74,10 @@ def sqlite_floor(path: Path, n: int, synchronous: str) -> float:
     return elapsed / n * 1e6
 
 
-async def sqlite(n: int, rounds: int, synchronous: str = "full") -> StepResult:
+async def sqlite(n: int, rounds: int, synchronous: Synchronous = "full") -> StepResult:
     with tempfile.TemporaryDirectory(prefix="ergon-bench-") as tmp:
         base = Path(tmp)
-        store = ergon.SqliteStore(base / "ergon.db", synchronous=synchronous)  # type: ignore[arg-type]
+        store = ergon.SqliteStore(base / "ergon.db", synchronous=synchronous)
         ours, floors = [], []
         try:
             await ergon_per_step(store, 10, "warmup")
@@ -113,7 +114,7 @@ async def _postgres_floor(conn: Any, n: int) -> float:
 
 async def postgres(n: int, rounds: int, server_dsn: str) -> StepResult:
     """Ergon on Postgres beside INSERT + commit, in a database created for this run."""
-    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+    import asyncpg
 
     from ergon.storage.postgres import PostgresStore
 

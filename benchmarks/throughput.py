@@ -76,10 +76,12 @@ async def ergon_queue(
     try:
         client = ergon.Client(store)
         scheduler = ergon.Scheduler(store)
-        warm = [await scheduler.schedule(ThreeSteps(i=i), f"warm-{i}") for i in range(WARMUP)]
+        warm = [
+            await scheduler.schedule(ThreeSteps(i=i), flow_id=f"warm-{i}") for i in range(WARMUP)
+        ]
         await _until_done(client, warm, timeout=120)
         started = time.time()
-        ids = [await scheduler.schedule(ThreeSteps(i=i), f"q-{i}") for i in range(flows)]
+        ids = [await scheduler.schedule(ThreeSteps(i=i), flow_id=f"q-{i}") for i in range(flows)]
         await _until_done(client, ids, timeout=600)
         statuses = [await client.status(flow_id) for flow_id in ids]
         assert all(s.state == "completed" for s in statuses), "a benchmark flow did not complete"

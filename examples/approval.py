@@ -30,7 +30,7 @@ class ApprovalFlow(ergon.Flow):
             decision = await ergon.wait_for_signal(
                 "approval", Approval, timeout=timedelta(hours=self.timeout_hours)
             )
-        except ergon.SignalTimeout:
+        except ergon.SignalTimeoutError:
             return await self.close("expired")
         if not decision.approved:
             return await self.close(f"rejected by {decision.by}")

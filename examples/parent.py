@@ -35,7 +35,7 @@ class ShipmentFlow(ergon.Flow):
         results = []
         for parcel in self.parcels:
             try:
-                results.append(await self.invoke(ParcelFlow(parcel=parcel)))
+                results.append(await ergon.invoke(ParcelFlow(parcel=parcel)))
             except ergon.ChildFlowError as exc:
                 results.append(f"{parcel}: failed ({exc.error.message})")
         return results

@@ -3,7 +3,8 @@
 1. Tools: the real kubectl and helm binaries into .tools/bin.
 2. Services: Postgres and Redis reachable at ERGON_TEST_POSTGRES_DSN / ERGON_TEST_REDIS_URL,
    or throwaway servers started from the local binaries.
-3. Static checks (ruff, mypy --strict, import-linter) beside the pytest suites, in parallel.
+3. Static checks beside the pytest suites, in parallel: ruff check, ruff format --check,
+   mypy --strict over the whole tree (tests, benchmarks, scripts and examples too), import-linter.
 4. No test may be skipped: a skipped integration suite fails the run.
 
 Usage: scripts/test.py [--only static|tests] [pytest arguments...]
@@ -26,7 +27,8 @@ from tests.support.services import ensure_services  # noqa: E402
 BIN = Path(sys.executable).parent
 STATIC = [
     [str(BIN / "ruff"), "check", "."],
-    [str(BIN / "mypy"), "runtime", "operator"],
+    [str(BIN / "ruff"), "format", "--check", "."],
+    [str(BIN / "mypy")],  # --strict over the whole tree: `files` in pyproject.toml's [tool.mypy]
     [str(BIN / "lint-imports")],
 ]
 

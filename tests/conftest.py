@@ -34,7 +34,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not os.environ.get("ERGON_NO_SKIPS"):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if not isinstance(reporter, pytest.TerminalReporter):
+        return
+    skipped = reporter.stats.get("skipped", [])
     if skipped and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         names = ", ".join(getattr(report, "nodeid", "?") for report in skipped[:10])

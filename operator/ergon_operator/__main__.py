@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import NoReturn
 
-from ergon.core.redaction import RedactingFormatter, redact
+from ergon import RedactingFormatter, redact
 from ergon_operator.settings import Settings, SettingsError
 
 EXTRA_HINT = "pip install 'ergon[operator]'"

@@ -73,7 +73,7 @@ async def flowrun_changed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     if event.get("type") == "DELETED":
         await reconciler.forget(run)
         return
-    observed = run.status.get("observedGeneration")
+    observed = run.status.observed_generation
     if event.get("type") == "MODIFIED" and observed == run.generation and not run.deleting:
         return  # only our own status patch: nothing new to act on
     reconciler.poke(run.key)

@@ -11,18 +11,14 @@ neither loses nor duplicates work.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import ergon
-from ergon.core.records import FlowEnd, NewFlow, utcnow
-from ergon.core.redaction import redact
-from ergon.distributed.client import end_flow
 from ergon_operator.decisions import Event, Observed, Plan, decide
 from ergon_operator.kube import Kube
-from ergon_operator.resources import TERMINAL_PHASES, FlowRun, Pod, Signal
+from ergon_operator.resources import TERMINAL_PHASES, FlowRun, Pod, Signal, utcnow
 from ergon_operator.settings import Settings
 from ergon_operator.signals import decide_signal, spec_deliveries
 from ergon_operator.status import StepSummary
@@ -44,6 +40,7 @@ class Reconciler:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.client = ergon.Client(store)
         self.kube = kube
         self._gate = asyncio.Semaphore(parallel)
         self._running: set[Key] = set()
@@ -51,7 +48,6 @@ class Reconciler:
         self._timers: dict[Key, tuple[datetime, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending_signals: dict[Key, set[str]] = {}
-        self.phases: dict[Key, str | None] = {}
 
     # --- scheduling ------------------------------------------------------------------------
 
@@ -109,15 +105,15 @@ class Reconciler:
     async def reconcile(self, namespace: str, name: str) -> None:
         body = await self.kube.get_flowrun(namespace, name)
         if body is None:
-            self.phases.pop((namespace, name), None)
             return
         run = FlowRun.parse(body)
         if run.deleting:
             await self.forget(run)
             return
         if await self.store.get_flow(run.uid) is None:
-            new = NewFlow(run.uid, run.flow, json.dumps(run.input), "pending", run.version)
-            await self.store.create_flow(new)
+            await self.client.schedule_by_name(
+                run.flow, run.input, flow_id=run.uid, version=run.version
+            )
         delivered = await self._deliver_spec_signals(run)
         # Pods first, then the flow record: a pod writes its outcome before it exits, so a
         # record read after the pods is never older than what the pods show. (The other order
@@ -126,32 +122,32 @@ class Reconciler:
         flow = await self.store.get_flow(run.uid)
         steps = await self.store.load_steps(run.uid)
         plan = decide(Observed(run, flow, StepSummary.of(steps), pods, utcnow()), self.settings)
-        plan.status["deliveredSignals"] = sorted({*plan.status["deliveredSignals"], *delivered})
+        plan.status.delivered_signals = sorted({*plan.status.delivered_signals, *delivered})
         await self._apply(run, body, plan)
-        self.phases[run.key] = plan.status.get("phase")
         for signal_name in list(self._pending_signals.get(run.key, ())):
             await self.signal(namespace, signal_name)
 
     async def _deliver_spec_signals(self, run: FlowRun) -> list[str]:
         if run.phase in TERMINAL_PHASES:
             return []
-        client = ergon.Client(self.store)
         names = []
         for delivery in spec_deliveries(run):
-            await client.signal(run.uid, delivery.name, delivery.payload, delivery.signal_id)
+            await self.client.signal(
+                run.uid, delivery.name, delivery.payload, signal_id=delivery.signal_id
+            )
             names.append(delivery.name)
         return names
 
     async def _apply(self, run: FlowRun, body: dict[str, Any], plan: Plan) -> None:
         if plan.fail_flow is not None:
-            await self._end_flow(run, FlowEnd("failed", error=plan.fail_flow))
+            await self._end_flow(run, error=plan.fail_flow)
         if plan.cancel_flow:
-            await self._end_flow(run, FlowEnd("cancelled"))
+            await self._end_flow(run)
         for pod in plan.delete_pods:
             await self.kube.delete_pod(run.namespace, pod)
         if plan.create_pod is not None:
             await self.kube.create_pod(run.namespace, plan.create_pod)
-        patch = status_patch(run.status, plan.status)
+        patch = status_patch(run.status_body, plan.status.to_body())
         if patch:
             await self.kube.patch_flowrun_status(run.namespace, run.name, patch)
         for event in plan.events:
@@ -163,28 +159,32 @@ class Reconciler:
         """Events are a report: failing to post one never stops a reconcile."""
         try:
             await self.kube.post_event(
-                body, type=event.type, reason=event.reason, message=redact(event.message)
+                body, type=event.type, reason=event.reason, message=ergon.redact(event.message)
             )
         except Exception as exc:
             log.warning(
                 "could not post event %s for %s: %s", event.reason, body["metadata"]["name"], exc
             )
 
-    async def _end_flow(self, run: FlowRun, end: FlowEnd) -> None:
-        """End the flow record from the operator's side, fencing out any executor still alive."""
-        flow = await self.store.get_flow(run.uid)
-        if flow is not None:
-            await end_flow(self.store, flow, end, owner=OWNER)
+    async def _end_flow(self, run: FlowRun, *, error: ergon.ErrorInfo | None = None) -> None:
+        """End the flow record from the operator's side, failed with `error` or cancelled,
+        fencing out any executor still alive."""
+        try:
+            if error is not None:
+                await self.client.fail_flow(run.uid, error=error, owner=OWNER)
+            else:
+                await self.client.cancel(run.uid, force=True, owner=OWNER)
+        except ergon.FlowNotFoundError:
+            pass
 
     async def forget(self, run: FlowRun) -> None:
         """A deleted FlowRun: cancel its flow (its pods go with it, by owner reference)."""
         timer = self._timers.pop(run.key, None)
         if timer is not None:
             timer[1].cancel()
-        self.phases.pop(run.key, None)
         flow = await self.store.get_flow(run.uid)
         if flow is not None and not flow.is_terminal:
-            await self._end_flow(run, FlowEnd("cancelled"))
+            await self._end_flow(run)
             log.info("FlowRun %s/%s deleted: flow %s cancelled", run.namespace, run.name, run.uid)
 
     async def resync(self, namespace: str | None) -> None:
@@ -210,7 +210,7 @@ class Reconciler:
                 self._pending_signals.get(key, set()).discard(name)
             return
         if decision.deliver_to is not None:
-            await ergon.Client(self.store).signal(
+            await self.client.signal(
                 decision.deliver_to, signal.signal, signal.payload, signal_id=signal.uid
             )
         await self.kube.patch_signal_status(namespace, name, decision.status)
@@ -234,6 +234,4 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
 
 
 def _in(seconds: float) -> datetime:
-    from datetime import timedelta
-
     return utcnow() + timedelta(seconds=seconds)

@@ -1,4 +1,5 @@
-"""Typed views of the Kubernetes objects the operator reads: FlowRuns, their pods, Signals.
+"""Typed views of the Kubernetes objects the operator reads: FlowRuns (and the status it
+writes on them), their pods, Signals.
 
 Bodies arrive as plain dicts (from kopf or the API); these views parse only what decisions need,
 with defaults for what the API server may omit.
@@ -11,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
 GROUP = "ergon.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -18,6 +22,10 @@ FLOWRUN_LABEL = "ergon.dev/flowrun"
 ATTEMPT_LABEL = "ergon.dev/attempt"
 SEQUENCE_LABEL = "ergon.dev/pod-sequence"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def parse_time(value: object) -> datetime | None:
@@ -43,6 +51,68 @@ class RetrySpec:
         return float(min(self.backoff_seconds * 2 ** max(attempt - 1, 0), self.max_backoff_seconds))
 
 
+class _Camel(BaseModel):
+    """A piece of a resource's status: snake_case in Python, camelCase in the API."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(_Camel):
+    type: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class FlowRunError(_Camel):
+    """`status.error`: the flow's `ergon.ErrorInfo`, its message redacted."""
+
+    type: str
+    message: str
+    retryable: bool
+
+
+class FlowRunStatus(_Camel):
+    """`FlowRun.status` as the operator writes it (`to_body`) and reads it back (`parse`)."""
+
+    observed_generation: int | None = None
+    flow_id: str | None = None
+    attempts: int = 0
+    pod_name: str | None = None
+    steps_completed: int = 0
+    current_step: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    delivered_signals: list[str] = Field(default_factory=list)
+    waiting_for: dict[str, str] | None = None
+    waiting: str = ""
+    result: Any = None
+    error: FlowRunError | None = None
+    phase: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> FlowRunStatus:
+        """The status read from the API. A field that does not parse (edited by hand, written
+        by another version) is dropped rather than stopping every reconcile of the FlowRun."""
+        data = dict(body)
+        while True:
+            try:
+                return cls.model_validate(data)
+            except ValidationError as exc:
+                bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} & data.keys()
+                if not bad:
+                    return cls()
+                for key in bad:
+                    del data[key]
+
+    def to_body(self) -> dict[str, Any]:
+        """The status as the API holds it: camelCase keys, JSON values."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
 @dataclass(frozen=True, slots=True)
 class FlowRun:
     namespace: str
@@ -59,7 +129,8 @@ class FlowRun:
     cancel: bool
     signals: dict[str, Any]
     pod_template: dict[str, Any]
-    status: dict[str, Any]
+    status: FlowRunStatus
+    status_body: dict[str, Any]  # the status as read, to patch against
     deleting: bool = False
 
     @classmethod
@@ -87,14 +158,14 @@ class FlowRun:
             cancel=bool(spec.get("cancel", False)),
             signals=dict(spec.get("signals") or {}),
             pod_template=dict(spec.get("podTemplate") or {}),
-            status=dict(body.get("status") or {}),
+            status=FlowRunStatus.parse(body.get("status") or {}),
+            status_body=dict(body.get("status") or {}),
             deleting=bool(meta.get("deletionTimestamp")),
         )
 
     @property
     def phase(self) -> str | None:
-        phase = self.status.get("phase")
-        return phase if isinstance(phase, str) else None
+        return self.status.phase
 
     @property
     def key(self) -> tuple[str, str]:
@@ -119,10 +190,6 @@ class Pod:
     def active(self) -> bool:
         """Still running (or about to): the flow may be executing in it."""
         return self.phase in ("Pending", "Running", "Unknown") and not self.deleting
-
-    @property
-    def ended(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> Pod:

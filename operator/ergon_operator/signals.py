@@ -23,7 +23,7 @@ def spec_deliveries(run: FlowRun) -> list[Delivery]:
     were). Each name is delivered once, with the payload it has when the operator first sees it;
     to signal the same name again, use a `Signal` resource.
     """
-    delivered = set(run.status.get("deliveredSignals") or [])
+    delivered = set(run.status.delivered_signals)
     return [
         Delivery(name, payload, f"spec:{run.uid}:{name}")
         for name, payload in sorted(run.signals.items())

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ergon import FlowError, StepRecord, SuspendReason
-from ergon.core.redaction import redact
-from ergon_operator.resources import format_time
+from ergon import ErrorInfo, StepRecord, SuspendReason, redact
+from ergon_operator.resources import Condition, FlowRunError, format_time
 
 MAX_RESULT_BYTES = 4096
 PREVIEW_BYTES = 1024
@@ -50,40 +49,40 @@ def result_value(text: str | None) -> Any:
     return {"truncated": True, "size": len(text.encode()), "preview": text[:PREVIEW_BYTES]}
 
 
-def error_value(error: FlowError | None) -> dict[str, Any] | None:
+def error_value(error: ErrorInfo | None) -> FlowRunError | None:
     if error is None:
         return None
-    return {"type": error.type, "message": redact(error.message), "retryable": error.retryable}
+    return FlowRunError(type=error.type, message=redact(error.message), retryable=error.retryable)
 
 
 def conditions(
-    previous: Sequence[dict[str, Any]],
+    previous: Sequence[Condition],
     *,
     phase: str,
     reason: str,
     message: str,
     generation: int,
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """`Succeeded` (Unknown until the run ends) and `Ready` (False once it failed or was cancelled),
     keeping `lastTransitionTime` when a condition's status does not change."""
     succeeded = {"Succeeded": "True", "Failed": "False", "Cancelled": "False"}.get(phase, "Unknown")
     ready = "False" if phase in ("Failed", "Cancelled") else "True"
-    before = {c.get("type"): c for c in previous if isinstance(c, dict)}
+    before = {c.type: c for c in previous}
     result = []
     for kind, status in (("Succeeded", succeeded), ("Ready", ready)):
-        old = before.get(kind) or {}
-        changed = old.get("status") != status
+        old = before.get(kind)
+        changed = old is None or old.status != status
         result.append(
-            {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": redact(message),
-                "lastTransitionTime": format_time(now)
-                if changed
-                else old.get("lastTransitionTime"),
-                "observedGeneration": generation,
-            }
+            Condition(
+                type=kind,
+                status=status,
+                reason=reason,
+                message=redact(message),
+                last_transition_time=format_time(now)
+                if changed or old is None
+                else old.last_transition_time,
+                observed_generation=generation,
+            )
         )
     return result

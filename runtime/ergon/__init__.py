@@ -14,40 +14,52 @@ Write flows as async classes; every step is checkpointed so a crash resumes wher
         @ergon.step(retry=ergon.RetryPolicy.STANDARD)
         async def charge(self) -> str:
             return f"charged {self.order_id}"
+
+This module is the contract: every public name is here, in `__all__`, grouped by concern.
+The modules under `ergon.core`, `ergon.distributed` and `ergon.cli` are internal and change
+without notice; store implementers import `ergon.storage`.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ergon.core.children import child_flow_id
+from ergon.core.children import child_flow_id, invoke
 from ergon.core.context import StepInfo, current_step
 from ergon.core.dag import Dag, StepHandle, dag
+from ergon.core.definition import flow
 from ergon.core.errors import (
     ChildFlowError,
     ErgonError,
+    ErrorInfo,
+    ExitCode,
+    FailureCode,
     FlowCancelledError,
     FlowContextError,
     FlowDefinitionError,
     FlowError,
     FlowFailed,
+    FlowFailedError,
     FlowInputError,
     FlowLoadError,
     FlowMismatchError,
     FlowNotFoundError,
     IdentifierError,
     LeaseLost,
+    LeaseLostError,
     NonDeterminismError,
     SignalPayloadError,
     SignalTimeout,
+    SignalTimeoutError,
     StepError,
     StoreError,
     StoreUrlError,
     StoreValueError,
 )
 from ergon.core.executor import Executor
-from ergon.core.flow import Flow, flow, load_flow
-from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, SuspendReason
-from ergon.core.records import FlowStatus, StepRecord
+from ergon.core.flow import Flow, load_flow
+from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended
+from ergon.core.records import FlowState, FlowStatus, StepRecord, SuspendReason
+from ergon.core.redaction import RedactingFormatter, redact, redact_url
 from ergon.core.retry import Retryable, RetryPolicy
 from ergon.core.signals import wait_for_signal
 from ergon.core.step import step
@@ -85,59 +97,79 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ergon' has no attribute {name!r}")
 
 
-__all__ = [
-    "Cancelled",
-    "ChildFlowError",
-    "Client",
-    "Completed",
-    "Dag",
-    "ErgonError",
-    "Executor",
-    "Failed",
+__all__ = [  # noqa: RUF022 - grouped by concern, not sorted
+    # Flows and steps
     "Flow",
-    "FlowCancelledError",
-    "FlowContextError",
-    "FlowDefinitionError",
-    "FlowError",
-    "FlowFailed",
-    "FlowInputError",
-    "FlowLoadError",
-    "FlowMismatchError",
-    "FlowNotFoundError",
-    "FlowStatus",
-    "IdentifierError",
-    "LeaseLost",
-    "MemoryStore",
-    "NonDeterminismError",
-    "Outcome",
-    "PostgresStore",
-    "RedisStore",
+    "flow",
+    "step",
     "RetryPolicy",
     "Retryable",
-    "Scheduler",
-    "SignalPayloadError",
-    "SignalTimeout",
-    "SqliteStore",
-    "StepError",
-    "StepHandle",
+    "current_step",
     "StepInfo",
-    "StepRecord",
-    "Store",
-    "StoreError",
-    "StoreUrlError",
-    "StoreValueError",
-    "SuspendReason",
-    "Suspended",
+    "load_flow",
+    # Durable operations, called in a flow body
+    "sleep",
+    "wait_for_signal",
+    "invoke",
+    "child_flow_id",
+    "dag",
+    "Dag",
+    "StepHandle",
+    # Running flows
+    "Executor",
+    "run",
     "Worker",
     "WorkerHandle",
-    "child_flow_id",
-    "current_step",
-    "dag",
-    "flow",
-    "load_flow",
+    "Scheduler",
+    "Client",
+    # Stores
+    "Store",
     "open_store",
-    "run",
-    "sleep",
-    "step",
-    "wait_for_signal",
+    "MemoryStore",
+    "SqliteStore",
+    "PostgresStore",
+    "RedisStore",
+    # Outcomes and records
+    "Outcome",
+    "Completed",
+    "Failed",
+    "Suspended",
+    "Cancelled",
+    "SuspendReason",
+    "ErrorInfo",
+    "FlowStatus",
+    "FlowState",
+    "StepRecord",
+    # Errors (the hierarchy is drawn in the docstring of ergon.core.errors)
+    "ErgonError",
+    "FlowDefinitionError",
+    "FlowContextError",
+    "FlowNotFoundError",
+    "FlowInputError",
+    "FlowMismatchError",
+    "FlowLoadError",
+    "IdentifierError",
+    "StoreError",
+    "StoreValueError",
+    "StoreUrlError",
+    "StepError",
+    "NonDeterminismError",
+    "SignalPayloadError",
+    "SignalTimeoutError",
+    "ChildFlowError",
+    "FlowFailedError",
+    "FlowCancelledError",
+    "LeaseLostError",
+    # Codes shared by the worker, the CLI and the operator
+    "FailureCode",
+    "ExitCode",
+    # Keeping secrets out of output: store URLs and driver errors carry passwords
+    "redact",
+    "redact_url",
+    "RedactingFormatter",
+    # Deprecated aliases, kept for one release
+    "FlowError",  # ErrorInfo
+    "FlowFailed",  # FlowFailedError
+    "LeaseLost",  # LeaseLostError
+    "SignalTimeout",  # SignalTimeoutError
 ]

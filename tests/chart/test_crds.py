@@ -1,5 +1,5 @@
 """The FlowRun and Signal CRDs in crds/: valid CustomResourceDefinitions, structural schemas,
-the names, columns and CEL rules KUBERNETES.md promises, and rules that do what they say."""
+the names, columns and CEL rules docs/kubernetes.md promises, and rules that do what they say."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """examples/k8s/: valid against the CRDs, and what the docs and kind scripts say they are; and the
-CRD schemas reject the bad specs KUBERNETES.md says the schema rejects."""
+CRD schemas reject the bad specs docs/kubernetes.md says the schema rejects."""
 
 from __future__ import annotations
 

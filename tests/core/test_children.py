@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 import ergon
+from ergon.storage import NewFlow
 
 CALLS: Counter[str] = Counter()
 
@@ -103,7 +104,8 @@ class Waiter(ergon.Flow):
 class WaitingParent(ergon.Flow):
     @ergon.flow
     async def run(self) -> str:
-        return "child said " + await self.invoke(Waiter(), flow_id="custom-child")
+        said: str = await self.invoke(Waiter(), flow_id="custom-child")
+        return "child said " + said
 
 
 async def test_suspended_child_suspends_the_parent_and_resumes_with_it(store: ergon.Store) -> None:
@@ -116,9 +118,60 @@ async def test_suspended_child_suspends_the_parent_and_resumes_with_it(store: er
     )
 
 
-def _new(flow_id: str):  # type: ignore[no-untyped-def]
-    from ergon.core.records import NewFlow
-
+def _new(flow_id: str) -> NewFlow:
     return NewFlow(
         id=flow_id, flow=Parent.flow_name(), input=Parent(items=["a", "b"]).model_dump_json()
     )
+
+
+class FreeParent(ergon.Flow):
+    """Invokes its child through the free function, not the method."""
+
+    @ergon.flow
+    async def run(self) -> str:
+        label: str = await ergon.invoke(Ship(item="x"), flow_id="free-child")
+        return label
+
+
+async def test_ergon_invoke_is_the_same_operation_as_flow_invoke(store: ergon.Store) -> None:
+    assert await ergon.Executor("fp", FreeParent(), store).execute() == ergon.Completed("label-x")
+    child = await ergon.Client(store).status("free-child")
+    assert child.parent_id == "fp" and child.state == "completed"
+    [record] = await ergon.Client(store).steps("fp")
+    assert (record.kind, record.name, record.state) == ("child", Ship.flow_name(), "completed")
+
+
+async def test_ergon_invoke_refuses_misuse() -> None:
+    with pytest.raises(ergon.FlowContextError, match=r"ergon\.invoke\(\) was called outside"):
+        _ = ergon.invoke(Ship(item="x"))
+
+
+class InvokesNonFlow(ergon.Flow):
+    @ergon.flow
+    async def run(self) -> None:
+        await ergon.invoke("not a flow")  # type: ignore[arg-type]
+
+
+async def test_ergon_invoke_needs_a_flow(store: ergon.Store) -> None:
+    outcome = await ergon.Executor("nf", InvokesNonFlow(), store).execute()
+    assert isinstance(outcome, ergon.Failed)
+    assert (
+        outcome.error.type == "TypeError"
+        and "needs an ergon.Flow instance" in outcome.error.message
+    )
+
+
+async def test_queued_children_suspend_the_parent_until_they_end(store: ergon.Store) -> None:
+    """The child-running policy is injected: with `queue_child` (a Worker's) the child is only
+    queued, and the parent suspends until it has ended."""
+    from ergon.core.children import queue_child
+
+    first = await ergon.Executor("qp", FreeParent(), store, children=queue_child).execute()
+    assert first == ergon.Suspended(ergon.SuspendReason("child", "free-child", None))
+    child = await ergon.Client(store).status("free-child")
+    assert child.state == "pending" and child.parent_id == "qp" and CALLS["label:x"] == 0
+    assert await ergon.Executor("free-child", Ship(item="x"), store).execute() == ergon.Completed(
+        "label-x"
+    )
+    again = await ergon.Executor("qp", FreeParent(), store, children=queue_child).execute()
+    assert again == ergon.Completed("label-x") and CALLS["label:x"] == 1

@@ -30,13 +30,13 @@ class V2(ergon.Flow, name="orders.Checkout"):
 
     @ergon.flow
     async def run(self) -> str:
-        await self.validate()
+        await self.check()
         await ergon.sleep(60)
         return "done"
 
     @ergon.step
-    async def validate(self) -> str:
-        return "valid"
+    async def check(self) -> str:
+        return "checked"
 
 
 class V3(ergon.Flow, name="orders.Checkout"):
@@ -45,14 +45,14 @@ class V3(ergon.Flow, name="orders.Checkout"):
     @ergon.flow
     async def run(self) -> str:
         try:
-            await self.validate()
+            await self.check()
         except Exception:
             return "swallowed"
         return "done"
 
     @ergon.step
-    async def validate(self) -> str:
-        return "valid"
+    async def check(self) -> str:
+        return "checked"
 
 
 async def test_a_different_step_at_a_recorded_position_fails_the_flow(store: ergon.Store) -> None:
@@ -62,7 +62,7 @@ async def test_a_different_step_at_a_recorded_position_fails_the_flow(store: erg
     assert outcome.error.type == "NonDeterminismError"
     assert outcome.error.retryable is False
     assert "position 0" in outcome.error.message
-    assert "'reserve'" in outcome.error.message and "'validate'" in outcome.error.message
+    assert "'reserve'" in outcome.error.message and "'check'" in outcome.error.message
 
 
 async def test_non_determinism_cannot_be_swallowed(store: ergon.Store) -> None:

@@ -35,7 +35,7 @@ def test_flow_name_defaults_to_module_and_qualname() -> None:
 def test_flow_input_is_an_immutable_pydantic_model() -> None:
     flow = Plain(x=3)
     with pytest.raises(pydantic.ValidationError):
-        flow.x = 4  # type: ignore[misc]
+        flow.x = 4
     with pytest.raises(pydantic.ValidationError, match="x"):
         Plain(x="not a number")  # type: ignore[arg-type]
 
@@ -81,11 +81,11 @@ def test_entry_point_with_arguments_is_refused() -> None:
 
 def test_bad_decorator_arguments_are_refused() -> None:
     with pytest.raises(ergon.FlowDefinitionError, match="RetryPolicy"):
-        ergon.step(retry=3)  # type: ignore[arg-type]
+        ergon.step(retry=3)  # type: ignore[call-overload]
     with pytest.raises(ergon.FlowDefinitionError, match="positive"):
         ergon.step(timeout=0)
     with pytest.raises(ergon.FlowDefinitionError, match="RetryPolicy"):
-        ergon.flow(retry="often")  # type: ignore[arg-type]
+        ergon.flow(retry="often")  # type: ignore[call-overload]
 
 
 def test_load_flow_by_path() -> None:

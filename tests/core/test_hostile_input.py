@@ -16,6 +16,7 @@ import ergon
 from ergon.core import codec
 from ergon.core.identifiers import MAX_LENGTH
 from ergon.core.records import NewFlow, StepRecord, utcnow
+from ergon.storage import rows
 
 HOSTILE_IDS = {
     "empty": ("", "cannot be empty"),
@@ -53,14 +54,14 @@ async def test_executor_refuses_a_flow_id_no_store_can_hold(store: ergon.Store, 
         ergon.Executor(flow_id, Plain(), store)
     assert isinstance(info.value, ValueError) and len(str(info.value)) < 200
     with pytest.raises(ValueError, match=message):
-        await ergon.run(Plain(), store, flow_id=flow_id)
+        await ergon.run(Plain(), store=store, flow_id=flow_id)
     assert await store.list_flows() == []
     await still_works(store)
 
 
 async def test_an_id_of_255_characters_is_accepted(store: ergon.Store) -> None:
     flow_id = "é" * MAX_LENGTH  # characters, not bytes
-    assert await ergon.run(Plain(n=2), store, flow_id=flow_id) == 4
+    assert await ergon.run(Plain(n=2), store=store, flow_id=flow_id) == 4
     assert (await ergon.Client(store).status(flow_id)).state == "completed"
 
 
@@ -164,7 +165,8 @@ async def test_a_flow_scheduled_under_a_child_id_is_not_taken_for_the_child(
     assert impostor.flow_name() in message and Plain.flow_name() in message
     assert not outcome.error.retryable
     # the impostor was left alone, and the failure is recorded (replay gives the same)
-    assert (await store.get_flow("fans/0")).parent_id in (None, "")  # type: ignore[union-attr]
+    impostor_status = await store.get_flow("fans/0")
+    assert impostor_status is not None and impostor_status.parent_id in (None, "")
     again = await ergon.Executor("fans", Fans(), store).execute()
     assert again == outcome
     await still_works(store)
@@ -203,9 +205,9 @@ async def test_non_finite_floats_in_flow_input_are_refused(
         ergon.Executor("floats", flow, store)
     assert where in str(info.value)
     with pytest.raises(ergon.FlowInputError):
-        await ergon.run(flow, store)
+        await ergon.run(flow, store=store)
     assert await store.list_flows() == []
-    assert await ergon.run(TakesFloats(x=1.5), store) == 1.5
+    assert await ergon.run(TakesFloats(x=1.5), store=store) == 1.5
     await still_works(store)
 
 
@@ -282,4 +284,4 @@ def test_codec_refuses_non_finite_floats_and_still_loads_them() -> None:
     assert math.isnan(codec.load("NaN", float))
     assert codec.load("[Infinity, -Infinity]") == [math.inf, -math.inf]
     error = codec.error_from_exception(ValueError(math.nan))
-    assert error.args == () and "NaN" not in (codec.error_to_json(error) or "")
+    assert error.args == () and "NaN" not in (rows.error_to_json(error) or "")

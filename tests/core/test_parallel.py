@@ -105,8 +105,9 @@ async def test_branches_replay_after_a_crash_in_the_middle_of_a_wave(store: ergo
 class Mixed(ergon.Flow):
     @ergon.flow
     async def run(self) -> str:
-        value, _ = await asyncio.gather(self.work(), ergon.sleep(0.2))
-        return value
+        # gather() infers Any from ergon.sleep's Coroutine[Any, Any, None]: name the type.
+        done: tuple[str, None] = await asyncio.gather(self.work(), ergon.sleep(0.2))
+        return done[0]
 
     @ergon.step
     async def work(self) -> str:

@@ -125,7 +125,7 @@ class Deadline(ergon.Flow):
     async def run(self) -> str:
         try:
             await ergon.wait_for_signal("approval", Approval, timeout=timedelta(seconds=0.2))
-        except ergon.SignalTimeout:
+        except ergon.SignalTimeoutError:
             return "timed out"
         return "approved"
 
@@ -171,7 +171,7 @@ async def test_run_waits_for_a_signal_from_another_task(store: ergon.Store) -> N
 
 def test_wait_outside_a_flow_is_a_clear_error() -> None:
     with pytest.raises(ergon.FlowContextError, match="outside a running flow"):
-        ergon.wait_for_signal("x")
+        _ = ergon.wait_for_signal("x")  # raises at the call, before a coroutine exists
 
 
 async def test_unserializable_signal_payload_is_refused(store: ergon.Store) -> None:

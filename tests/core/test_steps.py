@@ -108,7 +108,7 @@ async def test_failed_flow_returns_recorded_failure_without_running(store: ergon
     FAIL_PLAN["charge"] = 1
     first = await ergon.Executor("o-1", Order(order_id="A1"), store).execute()
     assert first == ergon.Failed(
-        ergon.FlowError("Flaky", "charge failed", True, module=__name__, args=("charge failed",))
+        ergon.ErrorInfo("Flaky", "charge failed", True, module=__name__, args=("charge failed",))
     )
     second = await ergon.Executor("o-1", Order(order_id="A1"), store).execute()
     assert second == first
@@ -295,7 +295,7 @@ def test_current_step_outside_a_step_is_a_clear_error() -> None:
 
 async def test_step_called_outside_a_flow_is_a_clear_error() -> None:
     with pytest.raises(ergon.FlowContextError, match="outside a running flow"):
-        Order(order_id="x").charge()
+        _ = Order(order_id="x").charge()  # raises at the call, before a coroutine exists
 
 
 class Values(ergon.Flow):
@@ -315,7 +315,7 @@ class Values(ergon.Flow):
         return uuid.UUID(int=7)
 
     @ergon.step
-    async def raw(self):  # type: ignore[no-untyped-def]
+    async def raw(self):  # type: ignore[no-untyped-def]  # unannotated on purpose: plain JSON
         return {"a": [1, 2.5, None, True]}
 
 

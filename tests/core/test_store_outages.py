@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 import ergon
-from ergon.core.records import SignalRecord, StepRecord
+from ergon.storage import SignalRecord, StepRecord
 
 RAN: Counter[str] = Counter()
 
@@ -18,10 +18,12 @@ class FlakyStore(ergon.MemoryStore):
 
     down = False
 
-    async def save_step(self, flow_id: str, step: StepRecord, **kwargs: object) -> None:
+    async def save_step(
+        self, flow_id: str, step: StepRecord, *, epoch: int | None, consumes: int | None = None
+    ) -> None:
         if self.down:
             raise ergon.StoreError("store at 127.0.0.1:5432 is unreachable")
-        await super().save_step(flow_id, step, **kwargs)  # type: ignore[arg-type]
+        await super().save_step(flow_id, step, epoch=epoch, consumes=consumes)
 
     async def next_signal(self, flow_id: str, name: str) -> SignalRecord | None:
         if self.down:
@@ -54,10 +56,12 @@ async def test_an_outage_stops_the_execution_without_failing_the_flow() -> None:
     store = FlakyStore()
     original = store.save_step
 
-    async def fail_second(flow_id: str, step: StepRecord, **kwargs: object) -> None:
+    async def fail_second(
+        flow_id: str, step: StepRecord, *, epoch: int | None, consumes: int | None = None
+    ) -> None:
         if step.name == "two":
             store.down = True
-        await original(flow_id, step, **kwargs)  # type: ignore[arg-type]
+        await original(flow_id, step, epoch=epoch, consumes=consumes)
 
     store.save_step = fail_second  # type: ignore[method-assign]
     with pytest.raises(ergon.StoreError, match="unreachable"):

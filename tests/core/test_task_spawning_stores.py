@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 
 import ergon
-from ergon.core.records import StepRecord
+from ergon.storage import SignalRecord, StepRecord
 
 RAN: Counter[str] = Counter()
 
@@ -19,11 +19,13 @@ class SpawningStore(ergon.MemoryStore):
         super().__init__()
         self.spawned: list[asyncio.Task[None]] = []
 
-    async def save_step(self, flow_id: str, step: StepRecord, **kwargs: object) -> None:
+    async def save_step(
+        self, flow_id: str, step: StepRecord, *, epoch: int | None, consumes: int | None = None
+    ) -> None:
         self.spawned.append(asyncio.create_task(asyncio.sleep(0)))
-        await super().save_step(flow_id, step, **kwargs)  # type: ignore[arg-type]
+        await super().save_step(flow_id, step, epoch=epoch, consumes=consumes)
 
-    async def next_signal(self, flow_id: str, name: str) -> ergon.core.records.SignalRecord | None:  # type: ignore[name-defined]
+    async def next_signal(self, flow_id: str, name: str) -> SignalRecord | None:
         self.spawned.append(asyncio.create_task(asyncio.sleep(0)))
         return await super().next_signal(flow_id, name)
 

@@ -133,11 +133,22 @@ FLOWS: list[type[ergon.Flow]] = [Three, Waits, Gated, Parent, Child, Unstable, D
 
 @contextlib.asynccontextmanager
 async def workers(
-    store: ergon.Store, count: int = 1, **options: object
+    store: ergon.Store,
+    count: int = 1,
+    *,
+    concurrency: int = 16,
+    version: str | None = None,
+    poll_interval: float = 0.2,
 ) -> AsyncIterator[list[ergon.WorkerHandle]]:
-    options.setdefault("poll_interval", 0.2)
     handles = [
-        ergon.Worker(store, f"w{i}", flows=FLOWS, **options).start()  # type: ignore[arg-type]
+        ergon.Worker(
+            store,
+            f"w{i}",
+            flows=FLOWS,
+            concurrency=concurrency,
+            version=version,
+            poll_interval=poll_interval,
+        ).start()
         for i in range(count)
     ]
     try:
@@ -279,7 +290,8 @@ async def test_unknown_flows_and_invalid_input_fail_the_flow_not_the_worker(
         unknown = await client.wait("unknown", timeout=5)
         invalid = await client.wait("invalid", timeout=5)
         after = await client.wait(await client.schedule(Three(n=4)), timeout=5)
-    assert isinstance(unknown, ergon.Failed) and unknown.error.type == "UnknownFlow"
+    assert isinstance(unknown, ergon.Failed)
+    assert unknown.error.type == ergon.FailureCode.INVALID_FLOW
     assert "nowhere:Missing" in unknown.error.message and "Worker(flows=" in unknown.error.message
     assert isinstance(invalid, ergon.Failed) and invalid.error.type == "InvalidInput"
     assert "n" in invalid.error.message and not invalid.error.retryable

@@ -4,6 +4,7 @@ Postgres. Runs on the test cluster by default and on a real cluster with ERGON_E
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import time
 from typing import Any
@@ -92,9 +93,12 @@ def test_signals_for_missing_or_ended_flowruns(k8s: Environment, name: str) -> N
         status = body.get("status") or {}
         return status.get("phase", ""), status.get("message", "")
 
+    def in_phase(signal: str, phase: str) -> tuple[str, str] | None:
+        current = phase_of(signal)
+        return current if current[0] == phase else None
+
     pending = wait_for(
-        lambda: phase_of(f"{name}-early")[0] == "Pending" and phase_of(f"{name}-early"),
-        message="the orphan signal to be Pending",
+        lambda: in_phase(f"{name}-early", "Pending"), message="the orphan signal to be Pending"
     )
     assert "does not exist" in pending[1]
     k8s.apply(flowrun(name, "examples.approval:ApprovalFlow", {"request_id": "9"}))
@@ -103,8 +107,7 @@ def test_signals_for_missing_or_ended_flowruns(k8s: Environment, name: str) -> N
     late = dict(orphan, metadata={"name": f"{name}-late"})
     k8s.apply(late)
     rejected = wait_for(
-        lambda: phase_of(f"{name}-late")[0] == "Rejected" and phase_of(f"{name}-late"),
-        message="the late signal to be Rejected",
+        lambda: in_phase(f"{name}-late", "Rejected"), message="the late signal to be Rejected"
     )
     assert "has ended (Succeeded)" in rejected[1]
 
@@ -163,7 +166,9 @@ def test_retries_run_out(k8s: Environment, name: str) -> None:
     for attempt in (1, 2):
         pod = f"{name}-{attempt}"
         wait_for(
-            lambda p=pod: "processing x" in _logs(k8s, p), timeout=60, message=f"{pod} running"
+            functools.partial(_logs_contain, k8s, pod, "processing x"),
+            timeout=60,
+            message=f"{pod} running",
         )
         k8s.kill_pod(pod)
     status = k8s.wait_phase(name, "Failed", timeout=60)
@@ -292,6 +297,10 @@ def test_twenty_flowruns_at_once(k8s: Environment, name: str) -> None:
 def _logs(k8s: Environment, pod: str) -> str:
     result = k8s.kubectl("logs", pod, check=False)
     return result.stdout if result.returncode == 0 else ""
+
+
+def _logs_contain(k8s: Environment, pod: str, text: str) -> bool:
+    return text in _logs(k8s, pod)
 
 
 def _flow_state(k8s: Environment, flow_id: str) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,14 +17,18 @@ import ergon
 from ergon.core.errors import CancelRequestedError, FencedError
 from ergon.core.records import FlowEnd, Lease, NewFlow, StepRecord, utcnow
 from ergon.core.store import Store
+from ergon.storage import FlowState, StepState
+from ergon.storage.transitions import TABLE, Transition, table_markdown
 
 
-def new(flow_id: str, state: str = "pending", **kw: object) -> NewFlow:
-    return NewFlow(id=flow_id, flow="tests:Flow", input='{"x":1}', state=state, **kw)  # type: ignore[arg-type]
+def new(flow_id: str, state: FlowState = "pending", **kw: Any) -> NewFlow:
+    return NewFlow(id=flow_id, flow="tests:Flow", input='{"x":1}', state=state, **kw)
 
 
-def step(key: str, name: str = "s", state: str = "completed", result: str = "1") -> StepRecord:
-    return StepRecord(key=key, name=name, state=state, result=result)  # type: ignore[arg-type]
+def step(
+    key: str, name: str = "s", state: StepState = "completed", result: str = "1"
+) -> StepRecord:
+    return StepRecord(key=key, name=name, state=state, result=result)
 
 
 async def opened_epoch(store: Store, flow_id: str) -> int:
@@ -86,7 +92,7 @@ async def test_open_flow_refuses_another_flow_name(store: Store) -> None:
 async def test_steps_round_trip_every_field_in_key_order(store: Store) -> None:
     epoch = await opened_epoch(store, "s")
     now = utcnow().replace(microsecond=123000)
-    error = ergon.FlowError("ValueError", "bad", False, "builtins", ("bad",))
+    error = ergon.ErrorInfo("ValueError", "bad", False, "builtins", ("bad",))
     full = StepRecord(
         key="2.1",
         name="charge",
@@ -193,7 +199,7 @@ async def test_finish_flow_records_outcomes_and_is_fenced(store: Store) -> None:
     epoch = await opened_epoch(store, "e")
     with pytest.raises(FencedError):
         await store.finish_flow("e", FlowEnd("completed", result="1"), epoch=epoch - 1)
-    error = ergon.FlowError("KeyError", "'x'", True)
+    error = ergon.ErrorInfo("KeyError", "'x'", True)
     failed = await store.finish_flow("e", FlowEnd("failed", error=error), epoch=epoch)
     assert failed.state == "failed" and failed.error == error and failed.lease_owner is None
 
@@ -227,18 +233,23 @@ async def test_suspension_with_a_timer_and_retry_attempts(store: Store) -> None:
 # --- cancelling ----------------------------------------------------------------------------
 
 
+async def state_after_cancel(store: Store, flow_id: str) -> FlowState | None:
+    status = await store.request_cancel(flow_id)
+    return status.state if status is not None else None
+
+
 async def test_cancel_pending_suspended_running_and_ended_flows(store: Store) -> None:
     await store.create_flow(new("p"))
-    assert (await store.request_cancel("p")).state == "cancelled"  # type: ignore[union-attr]
+    assert await state_after_cancel(store, "p") == "cancelled"
     epoch = await opened_epoch(store, "s")
     await store.finish_flow("s", FlowEnd("suspended"), epoch=epoch)
-    assert (await store.request_cancel("s")).state == "cancelled"  # type: ignore[union-attr]
+    assert await state_after_cancel(store, "s") == "cancelled"
     await opened_epoch(store, "r")
     running = await store.request_cancel("r")
     assert running is not None and running.state == "running" and running.cancel_requested
     epoch = await opened_epoch(store, "d")
     await store.finish_flow("d", FlowEnd("completed", result="1"), epoch=epoch)
-    assert (await store.request_cancel("d")).state == "completed"  # type: ignore[union-attr]
+    assert await state_after_cancel(store, "d") == "completed"
     assert await store.request_cancel("missing") is None
 
 
@@ -356,3 +367,113 @@ async def test_state_changes_notify(store: Store) -> None:
     await asyncio.sleep(0)
     await store.request_cancel("n")
     await asyncio.wait_for(waiter, 1.0)
+
+
+# --- the state table -----------------------------------------------------------------------
+# One test per row of `ergon.storage.transitions.TABLE` (the table in docs/architecture.md):
+# bring a flow into the row's state, apply its event, check the state it ends in and whether
+# the event started a new epoch.
+
+T = "t"
+
+
+async def reach(store: Store, state: str) -> int | None:
+    """Put flow `T` in `state`; the epoch of the execution holding it, if one does."""
+    if state == "new":
+        return None
+    if state in ("pending", "cancelled"):
+        await store.create_flow(new(T))
+        if state == "cancelled":
+            await store.request_cancel(T)
+        return None
+    if state.startswith("running"):
+        await store.create_flow(new(T))
+        lease_seconds = 0.05 if state == "running, lease expired" else 30.0
+        claimed = await store.claim_flows(
+            owner="w0", version=None, lease_seconds=lease_seconds, limit=1
+        )
+        ((_, lease),) = claimed.flows
+        if state == "running, lease expired":
+            await asyncio.sleep(0.1)
+        if state == "running, cancel requested":
+            await store.request_cancel(T)
+        return lease.epoch
+    epoch = await opened_epoch(store, T)
+    if state == "suspended":
+        reason = ergon.SuspendReason("signal", "go")
+        await store.finish_flow(T, FlowEnd("suspended", waiting_for=reason), epoch=epoch)
+    elif state == "suspended, timer due":
+        due = utcnow() - timedelta(seconds=1)
+        reason = ergon.SuspendReason("timer", None, due)
+        end = FlowEnd("suspended", waiting_for=reason, wake_at=due)
+        await store.finish_flow(T, end, epoch=epoch)
+    elif state == "completed":
+        await store.finish_flow(T, FlowEnd("completed", result="1"), epoch=epoch)
+    elif state == "failed":
+        error = ergon.ErrorInfo("KeyError", "'x'", True)
+        await store.finish_flow(T, FlowEnd("failed", error=error), epoch=epoch)
+    else:
+        raise AssertionError(f"no way to reach state {state!r}")
+    return None
+
+
+async def apply(store: Store, event: str, epoch: int | None) -> None:
+    """Apply `event` to flow `T` (`epoch`: of the execution holding it)."""
+    if event == "schedule":
+        await store.create_flow(new(T))
+    elif event == "execute":
+        await store.open_flow(new(T, "running"), owner="executor")
+    elif event == "claim":
+        await store.claim_flows(owner="w1", version=None, lease_seconds=30, limit=10)
+    elif event == "signal":
+        await store.send_signal(T, "go", "1")
+    elif event == "child ends":
+        await store.create_flow(NewFlow(f"{T}/0", "tests:Child", "{}", parent_id=T))
+        child = await store.open_flow(NewFlow(f"{T}/0", "tests:Child", "{}", "running"), owner="c")
+        assert child.lease is not None
+        await store.finish_flow(f"{T}/0", FlowEnd("completed", result="1"), epoch=child.lease.epoch)
+    elif event == "cancel":
+        await store.request_cancel(T)
+    else:
+        await end_execution(store, event, epoch)
+
+
+async def end_execution(store: Store, event: str, epoch: int | None) -> None:
+    assert epoch is not None, f"{event!r} needs a flow held by an execution"
+    flow = await store.get_flow(T)
+    assert flow is not None
+    if event in ("suspend", "suspend after an event"):
+        seen = flow.events
+        if event == "suspend after an event":
+            await store.send_signal(T, "go", "1")
+        reason = ergon.SuspendReason("signal", "go")
+        end = FlowEnd("suspended", waiting_for=reason, seen_events=seen)
+    elif event == "complete":
+        end = FlowEnd("completed", result="1")
+    elif event == "fail":
+        end = FlowEnd("failed", error=ergon.ErrorInfo("KeyError", "'x'", True))
+    elif event == "cancelled":
+        end = FlowEnd("cancelled", seen_events=flow.events)
+    else:
+        raise AssertionError(f"unknown event {event!r}")
+    await store.finish_flow(T, end, epoch=epoch)
+
+
+@pytest.mark.parametrize("row", TABLE, ids=lambda row: f"{row.state}|{row.event}")
+async def test_state_table(store: Store, row: Transition) -> None:
+    epoch = await reach(store, row.state)
+    before = await store.get_flow(T)
+    await apply(store, row.event, epoch)
+    after = await store.get_flow(T)
+    assert after is not None
+    state, _, qualifier = row.next.partition(", ")
+    assert after.state == state, f"{row}: {after.state}"
+    assert after.cancel_requested == (qualifier == "cancel requested"), row
+    epoch_before = before.epoch if before is not None else 0
+    assert after.epoch == epoch_before + (1 if row.fences else 0), row
+
+
+def test_the_documented_state_table_is_the_checked_one() -> None:
+    """The table in docs/architecture.md is rendered from `TABLE`, the data this suite runs."""
+    doc = Path(__file__).parents[2] / "docs" / "architecture.md"
+    assert table_markdown() in doc.read_text()

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import asyncpg
 import pytest
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,8 +23,9 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 import ergon
 from ergon.core.records import FlowEnd, FlowStatus, NewFlow, SignalRecord, StepRecord
-from ergon.storage import postgres_connection, redis_connection
+from ergon.storage.postgres import connection as postgres_connection
 from ergon.storage.redis import RedisStore
+from ergon.storage.redis import connection as redis_connection
 from tests.support.services import start_redis
 
 RAN: Counter[str] = Counter()
@@ -85,7 +86,7 @@ class Plain(ergon.Flow):
         return 1
 
 
-def assert_refused(outcome: ergon.Outcome, *, names: str) -> ergon.FlowError:
+def assert_refused(outcome: ergon.Outcome, *, names: str) -> ergon.ErrorInfo:
     assert isinstance(outcome, ergon.Failed), outcome
     error = outcome.error
     assert error.type == "StoreRefused" and error.retryable is False
@@ -161,6 +162,7 @@ async def test_a_refused_value_raises_store_value_error_at_once(store: ergon.Sto
 
 def test_outages_are_not_value_errors() -> None:
     pg = postgres_connection.store_error
+    exc: BaseException
     for exc in (
         asyncpg.CannotConnectNowError("starting up"),
         asyncpg.AdminShutdownError("terminating"),
@@ -264,7 +266,7 @@ async def small_store(kind: str, tmp_path: Path) -> AsyncIterator[ergon.Store]:
     if kind == "sqlite":
         sqlite_store = ergon.SqliteStore(tmp_path / "small.db")
         await sqlite_store.get_flow("none")  # opens the connections
-        for conn in (sqlite_store._inline, sqlite_store._waiting):
+        for conn in (sqlite_store._db.inline, sqlite_store._db.waiting):
             assert conn is not None
             conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000)
         try:

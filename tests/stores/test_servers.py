@@ -10,9 +10,9 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
@@ -20,7 +20,7 @@ import ergon
 from ergon.core.records import FlowEnd, NewFlow, StepRecord
 from ergon.core.store import Store
 from ergon.storage.postgres import PostgresStore
-from ergon.storage.postgres_schema import MIGRATIONS
+from ergon.storage.postgres.schema import MIGRATIONS
 from ergon.storage.redis import RedisStore
 from tests.support.databases import drop_prefix, fresh_prefix, fresh_schema, postgres_database
 from tests.support.services import Server, redis_url, start_postgres, start_redis
@@ -65,8 +65,8 @@ async def changes(notifier: ergon.core.store.Notifier, since: int, timeout: floa
     ],
     ids=SERVERS,
 )
-async def test_an_unreachable_server_is_a_quick_clear_error(store: object) -> None:
-    opened: Store = store()  # type: ignore[operator]
+async def test_an_unreachable_server_is_a_quick_clear_error(store: Callable[[], Store]) -> None:
+    opened = store()
     started = time.monotonic()
     with pytest.raises(ergon.StoreError) as caught:
         await opened.get_flow("x")
@@ -97,11 +97,13 @@ def test_urls_choose_the_schema_and_the_prefix() -> None:
     store = ergon.open_store("postgresql://u:secret@db.example:6543/orders?schema=shop")
     assert isinstance(store, PostgresStore) and store.schema == "shop"
     assert "db.example:6543" in repr(store) and "secret" not in repr(store)
-    assert ergon.open_store("postgres://db/x").schema == "ergon"  # type: ignore[attr-defined]
+    default_schema = ergon.open_store("postgres://db/x")
+    assert isinstance(default_schema, PostgresStore) and default_schema.schema == "ergon"
     redis_store = ergon.open_store("redis://:secret@cache:6380/2?prefix=shop:")
     assert isinstance(redis_store, RedisStore) and redis_store.prefix == "shop:"
     assert "cache:6380 (db 2)" in repr(redis_store) and "secret" not in repr(redis_store)
-    assert ergon.open_store("redis://cache").prefix == "ergon:"  # type: ignore[attr-defined]
+    default_prefix = ergon.open_store("redis://cache")
+    assert isinstance(default_prefix, RedisStore) and default_prefix.prefix == "ergon:"
     with pytest.raises(ergon.StoreUrlError, match="plain identifier"):
         ergon.open_store("postgresql://db/x?schema=drop;table")
 

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import asyncpg
 import redis.asyncio as aioredis
 
 from tests.support.services import postgres_dsn

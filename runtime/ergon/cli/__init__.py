@@ -1,1 +1,1 @@
-"""The `ergon` command line."""
+"""The `ergon` command line (internal: the commands are the interface, not these modules)."""

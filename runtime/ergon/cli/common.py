@@ -1,9 +1,10 @@
 """What every command shares: finding the store, importing user modules, reporting errors.
 
 Errors: a command that cannot do its work says why in one line on stderr (`error: …`) and
-exits with 2; `ergon --verbose …` prints the traceback first. Every URL and exception text is
-redacted (`ergon.core.redaction`) and printed literally: the consoles interpret no Rich markup,
-so `[…]` in a user's message, a URL or a pydantic error is never swallowed.
+exits with 2 (`ExitCode.USAGE`); `ergon --verbose …` prints the traceback first. Every URL and
+exception text is redacted (`ergon.core.redaction`) and printed literally: the consoles
+interpret no Rich markup, so `[…]` in a user's message, a URL or a pydantic error is never
+swallowed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ergon.core.errors import ErgonError, FlowDefinitionError, FlowLoadError
-from ergon.core.flow import Flow, entry_point, load_flow
+from ergon.core.definition import entry_point
+from ergon.core.errors import ErgonError, ExitCode, FlowDefinitionError, FlowLoadError
+from ergon.core.flow import Flow, load_flow
 from ergon.core.redaction import redact, redact_url
 from ergon.core.store import Store
 from ergon.storage.urls import DEFAULT_SQLITE, open_store
@@ -33,7 +35,6 @@ from ergon.storage.urls import DEFAULT_SQLITE, open_store
 T = TypeVar("T")
 P = ParamSpec("P")
 
-EXIT_USAGE = 2
 STORE_HELP = "Store URL (default: $ERGON_STORE, else sqlite:///ergon.db in this directory)."
 # No markup, no emoji codes, no highlighting: what we print is what the user or the system wrote.
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
@@ -60,7 +61,7 @@ def say(*parts: str | tuple[str, str]) -> None:
     err.print(Text.assemble(*parts), soft_wrap=True)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     """Report an error in one line on stderr and exit with `code`."""
     say(("error:", "bold red"), " ", one_line(message))
     raise typer.Exit(code)
@@ -81,7 +82,7 @@ def verbose() -> bool:
 
 
 def reporting(command: Callable[P, None]) -> Callable[P, None]:
-    """Wrap a command so that any error it raises ends it with one line and exit code 2."""
+    """Wrap a command so that any error it raises ends it with one line and `ExitCode.USAGE`."""
 
     @functools.wraps(command)
     def guarded(*args: P.args, **kwargs: P.kwargs) -> None:

@@ -24,6 +24,7 @@ from rich.text import Text
 
 import ergon
 from ergon.cli.common import STORE_HELP, err, fail, one_line, say, shown, store_url
+from ergon.core.errors import ExitCode
 from ergon.storage.urls import open_store
 
 PAUSE_ENV = "ERGON_DEMO_PAUSE_AT"
@@ -115,7 +116,7 @@ def demo(
         table.add_row(step, before, after)
     err.print(table)
     if code != 0 or outcome is None:
-        fail(f"the resumed worker exited with code {code}", code=1)
+        fail(f"the resumed worker exited with {ExitCode.describe(code)}", ExitCode.FLOW_FAILED)
     say("\n", ("completed:", "bold green"), f" {outcome.get('result')}")
     say(
         (
@@ -159,7 +160,11 @@ def _follow(process: subprocess.Popen[str], until: str) -> dict[str, dict[str, o
         if event["event"] == until or time.monotonic() > deadline:
             return ran
     code = process.wait()
-    fail(f"worker process (pid {process.pid}) exited with code {code} before its {until}", 1)
+    ended = ExitCode.describe(code)
+    fail(
+        f"worker process (pid {process.pid}) exited with {ended} before its {until}",
+        ExitCode.FLOW_FAILED,
+    )
 
 
 async def _recorded(url: str, flow_id: str) -> list[str]:
@@ -177,7 +182,7 @@ async def _execute(url: str, flow_id: str) -> None:
         outcome = await ergon.Executor(flow_id, flow, store).execute()
     except ergon.ErgonError as exc:  # e.g. the store became unwritable: the demo reports it
         print(json.dumps({"event": "error", "message": one_line(str(exc))}), flush=True)
-        raise SystemExit(2) from None
+        raise SystemExit(ExitCode.USAGE) from None
     finally:
         await store.close()
     from ergon.cli.running import describe

@@ -29,7 +29,7 @@ def options(
     """Durable execution for Python: run flows that survive crashes.
 
     Exit codes: 0 done, 1 the flow failed, 2 the command could not do its work (the error is
-    one line on stderr), 130 interrupted.
+    one line on stderr), 3 the flow was cancelled (run-flow), 130 interrupted.
     """
     set_verbose(verbose)
 

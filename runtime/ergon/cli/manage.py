@@ -62,7 +62,7 @@ def signal(
         status = await active.get_flow(flow_id)
         if (status is None and not allow_missing) or (status is not None and status.is_terminal):
             return status, False
-        return status, await Client(active).signal(flow_id, name, value, signal_id)
+        return status, await Client(active).signal(flow_id, name, value, signal_id=signal_id)
 
     status, sent = run_async(lambda: with_store(store_url(store), go))
     if status is None and not allow_missing:
@@ -103,7 +103,7 @@ def list_flows(
         fail(f"unknown state {state!r}; use one of {', '.join(FLOW_STATES)}")
 
     async def go(active: Store) -> list[FlowStatus]:
-        return await Client(active).list(state=state, flow=flow, limit=limit)
+        return await Client(active).list_flows(state=state, flow=flow, limit=limit)
 
     rows = run_async(lambda: with_store(store_url(store), go))
     if as_json:

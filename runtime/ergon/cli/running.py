@@ -27,25 +27,22 @@ from ergon.cli.common import (
     with_store,
 )
 from ergon.core import codec
-from ergon.core.children import outcome_of
 from ergon.core.errors import (
+    ErrorInfo,
+    ExitCode,
+    FailureCode,
     FlowCancelledError,
-    FlowError,
-    FlowFailed,
+    FlowFailedError,
     FlowLoadError,
     FlowNotFoundError,
 )
-from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended
-from ergon.core.records import FlowEnd, FlowStatus
+from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, outcome_of
+from ergon.core.records import FlowStatus
 from ergon.core.redaction import redact
 from ergon.core.store import Store
-from ergon.distributed.client import end_flow
+from ergon.distributed.client import Client
 from ergon.distributed.runner import execute_watched
 from ergon.distributed.runner import run as run_flow_to_end
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def run(
@@ -69,12 +66,12 @@ def run(
 
     try:
         value = run_async(lambda: with_store(url, go))
-    except FlowFailed as exc:
+    except FlowFailedError as exc:
         say(("failed:", "bold red"), f" {exc.error.type}: {redact(exc.error.message)}")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(ExitCode.FLOW_FAILED) from None
     except FlowCancelledError as exc:
         say((str(exc), "yellow"))
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(ExitCode.FLOW_FAILED) from None
     except KeyboardInterrupt:
         again = ["ergon", "run", flow, "--input", input, "--flow-id", ident]
         if store is not None:
@@ -83,7 +80,7 @@ def run(
             ("interrupted:", "yellow"),
             f" flow {ident} stopped at its last checkpoint; resume it with: {shlex.join(again)}",
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     out.print_json(codec.dump(value, what="flow result"))
 
 
@@ -96,9 +93,10 @@ def run_flow(
 ) -> None:
     """Execute one recorded flow until it completes, fails or suspends, then exit.
 
-    This is the entry point of the operator's worker pods. Exit codes: 0 completed or
-    suspended, 1 failed, 3 cancelled, 2 the flow cannot be run (unknown flow, invalid input).
-    The outcome is also printed as one JSON line.
+    This is the entry point of the operator's worker pods. Exit codes (`ergon.ExitCode`):
+    0 completed or suspended, 1 failed, 3 cancelled, 2 the flow cannot be run here (its class
+    cannot be imported, its input does not validate: recorded as `FailureCode.INVALID_FLOW` or
+    `INVALID_INPUT`). The outcome is also printed as one JSON line.
     """
     import_modules(imports or [])
 
@@ -111,30 +109,35 @@ def run_flow(
         try:
             instance = load_user_flow(status.flow).model_validate_json(status.input)
         except FlowLoadError as exc:
-            return await _cannot_run(active, status, "InvalidFlow", str(exc))
+            return await _cannot_run(active, status, FailureCode.INVALID_FLOW, str(exc))
         except pydantic.ValidationError as exc:
             message = f"invalid input for flow {status.flow}: {validation_message(exc)}"
-            return await _cannot_run(active, status, "InvalidInput", message)
+            return await _cannot_run(active, status, FailureCode.INVALID_INPUT, message)
         return await execute_watched(flow_id, instance, active)
 
     outcome = run_async(lambda: with_store(store_url(store), go))
     print(json.dumps(describe(outcome)), flush=True)
     match outcome:
-        case Failed(error=error) if error.type in ("InvalidFlow", "InvalidInput"):
+        case Failed(error=error) if _cannot_run_here(error):
             fail(error.message)
         case Failed():
-            raise typer.Exit(EXIT_FAILED)
+            raise typer.Exit(ExitCode.FLOW_FAILED)
         case Cancelled():
-            raise typer.Exit(3)
+            raise typer.Exit(ExitCode.CANCELLED)
         case _:
             return
 
 
-async def _cannot_run(store: Store, status: FlowStatus, kind: str, message: str) -> Outcome:
+async def _cannot_run(store: Store, status: FlowStatus, code: FailureCode, message: str) -> Outcome:
     """Record that this flow cannot run here (not retryable), so whoever watches it learns why."""
-    error = FlowError(kind, message, False)
-    await end_flow(store, status, FlowEnd("failed", error=error), owner="ergon run-flow")
+    error = ErrorInfo(code, message, False)
+    await Client(store).fail_flow(status.id, error=error, owner="ergon run-flow")
     return Failed(error)
+
+
+def _cannot_run_here(error: ErrorInfo) -> bool:
+    code = FailureCode.of(error.type)
+    return code is not None and code.cannot_run
 
 
 def describe(outcome: Outcome) -> dict[str, object]:

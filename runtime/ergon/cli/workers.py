@@ -86,7 +86,7 @@ def worker(
 
     runner = Worker(
         open_store(url),  # connects lazily: reaching it is _serve's job
-        name,
+        name=name,
         flows=flows,
         concurrency=concurrency,
         version=version,

@@ -67,9 +67,7 @@ class _FlowTaskFactory:
         else:
             task = asyncio.Task(coro, loop=loop, context=context, **kwargs)
         if scope is not None:
-            tasks = scope.flow.tasks
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            scope.flow.work.track(task)
         return task
 
 

@@ -20,14 +20,12 @@ import hashlib
 import importlib
 import json
 import math
-from datetime import datetime
 from typing import Any, cast
 
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter
 
-from ergon.core.errors import FlowError, FlowInputError, StepError
-from ergon.core.outcomes import SuspendReason
+from ergon.core.errors import ErrorInfo, FlowInputError, StepError
 from ergon.core.retry import is_retryable
 
 _UNTYPED: frozenset[object] = frozenset({Any, object})
@@ -226,7 +224,7 @@ def _type_name(value: object) -> str:
 # --- errors --------------------------------------------------------------------------------
 
 
-def error_from_exception(exc: BaseException) -> FlowError:
+def error_from_exception(exc: BaseException) -> ErrorInfo:
     """What gets recorded for an exception: its class, message, retryability and JSON args."""
     cls = type(exc)
     args: tuple[object, ...] = ()
@@ -235,13 +233,10 @@ def error_from_exception(exc: BaseException) -> FlowError:
         args = tuple(exc.args)
     except (TypeError, ValueError):
         args = ()
-    error = getattr(exc, "error", None)
-    if isinstance(error, FlowError) and cls.__name__ == "ChildFlowError":
-        return FlowError(cls.__name__, str(exc), error.retryable, cls.__module__, ())
-    return FlowError(cls.__name__, str(exc), is_retryable(exc), cls.__module__, args)
+    return ErrorInfo(cls.__name__, str(exc), is_retryable(exc), cls.__module__, args)
 
 
-def rebuild_exception(error: FlowError) -> BaseException:
+def rebuild_exception(error: ErrorInfo) -> BaseException:
     """The original exception if its class can be imported and rebuilt, else `StepError`."""
     if error.module:
         try:
@@ -253,54 +248,3 @@ def rebuild_exception(error: FlowError) -> BaseException:
         except Exception:
             pass
     return StepError(error.type, error.message, error.retryable)
-
-
-def error_to_json(error: FlowError | None) -> str | None:
-    if error is None:
-        return None
-    data: dict[str, object] = {
-        "type": error.type,
-        "message": error.message,
-        "retryable": error.retryable,
-    }
-    if error.module:
-        data["module"] = error.module
-    if error.args:
-        data["args"] = list(error.args)
-    return json.dumps(data)
-
-
-def error_from_json(text: str | None) -> FlowError | None:
-    if not text:
-        return None
-    data = json.loads(text)
-    return FlowError(
-        type=str(data["type"]),
-        message=str(data["message"]),
-        retryable=bool(data.get("retryable", True)),
-        module=data.get("module"),
-        args=tuple(data.get("args", ())),
-    )
-
-
-def reason_to_json(reason: SuspendReason | None) -> str | None:
-    if reason is None:
-        return None
-    data: dict[str, object] = {"kind": reason.kind}
-    if reason.name is not None:
-        data["name"] = reason.name
-    if reason.fire_at is not None:
-        data["fire_at"] = reason.fire_at.isoformat()
-    return json.dumps(data)
-
-
-def reason_from_json(text: str | None) -> SuspendReason | None:
-    if not text:
-        return None
-    data = json.loads(text)
-    fire_at = data.get("fire_at")
-    return SuspendReason(
-        kind=data["kind"],
-        name=data.get("name"),
-        fire_at=datetime.fromisoformat(fire_at) if fire_at else None,
-    )

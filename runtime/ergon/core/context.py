@@ -1,20 +1,30 @@
 """The execution context that travels with a running flow, in `contextvars`.
 
-`FlowContext` is one execution of one flow: its recorded steps, the store and epoch it writes
-with, and whether it must stop (suspension, lost lease, cancellation). `Scope` is what a piece of
-code inside that execution sees: the flow context, the `Sequence` that hands out positions to the
-durable operations it calls, and — inside a step body — the step being run.
+`FlowContext` is one execution of one flow, made of small parts with one role each:
+
+* `FlowIdentity`: which flow runs, and what its writes carry (store, epoch, attempt);
+* `History`: the steps earlier executions recorded, looked up by position as the flow replays;
+* `StopRequest`: whether the execution may start another durable operation, and if not, why
+  (a suspension, a lost lease, a cancellation, a failing store, the end of the flow body);
+* `Work`: the tasks the flow body spawned and the durable operations in flight;
+* `ChildRunner`: the policy for how its child flows run (inline, or queued for workers).
+
+`Scope` is what a piece of code inside that execution sees: the flow context, the `Sequence`
+that hands out positions to the durable operations it calls, and — inside a step body — the step
+being run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
+from ergon.core.definition import FlowModel
 from ergon.core.errors import (
     CancelRequestedError,
     FencedError,
@@ -30,9 +40,9 @@ from ergon.core.errors import (
     _Unavailable,
 )
 from ergon.core.fencing import LeaseDeadline
-from ergon.core.outcomes import SuspendReason
-from ergon.core.records import StepRecord
-from ergon.core.store import Store
+from ergon.core.outcomes import Outcome
+from ergon.core.records import StepRecord, SuspendReason
+from ergon.core.store import ExecutionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,33 @@ class StepInfo:
     idempotency_key: str
 
 
+class RunningStep:
+    """The step whose body is running, as `Scope.step`. `info()` is what `ergon.current_step()`
+    returns, made on first use: most steps never ask, and a `StepInfo` (frozen) costs more to
+    make than the rest of a step's bookkeeping."""
+
+    __slots__ = ("_info", "attempt", "flow_id", "key", "name")
+
+    def __init__(self, flow_id: str, key: str, name: str, attempt: int) -> None:
+        self.flow_id = flow_id
+        self.key = key
+        self.name = name
+        self.attempt = attempt
+        self._info: StepInfo | None = None
+
+    def info(self) -> StepInfo:
+        if self._info is None:
+            self._info = StepInfo(
+                flow_id=self.flow_id,
+                name=self.name,
+                position=int(self.key.rpartition(".")[2]),
+                key=self.key,
+                attempt=self.attempt,
+                idempotency_key=f"{self.flow_id}:{self.key}",
+            )
+        return self._info
+
+
 class Sequence:
     """Hands out the keys of durable operations, in call order, within one task of a flow."""
 
@@ -66,56 +103,74 @@ class Sequence:
         return key
 
 
-class FlowContext:
-    """One execution of one flow."""
+@dataclass(frozen=True, slots=True)
+class FlowIdentity:
+    """Which flow an execution runs, and what its writes carry: the `epoch` its store fences
+    them with, and the flow-level `attempt` its records belong to."""
 
-    def __init__(
-        self,
-        *,
-        flow_id: str,
-        store: Store,
-        epoch: int | None,
-        attempt: int,
-        steps: list[StepRecord],
-        events_seen: int,
-        version: str | None,
-        inline_children: bool,
-        deadline: LeaseDeadline | None = None,
-    ) -> None:
-        self.flow_id = flow_id
-        self.store = store
-        self.epoch = epoch
-        self.attempt = attempt
-        self.recorded: dict[str, StepRecord] = {step.key: step for step in steps}
+    flow_id: str
+    store: ExecutionStore
+    epoch: int | None
+    attempt: int
+    version: str | None
+
+
+class History:
+    """The steps earlier executions of the flow recorded, by position (`StepRecord.key`), kept
+    up to date as this execution records more; and how many events (signals, ended children)
+    the flow had seen when this execution opened it."""
+
+    __slots__ = ("_steps", "events_seen", "lookup")
+
+    def __init__(self, steps: Iterable[StepRecord], events_seen: int) -> None:
+        self._steps = {step.key: step for step in steps}
         self.events_seen = events_seen
-        self.version = version
-        self.inline_children = inline_children
-        self.deadline = deadline
-        self.suspension: SuspendReason | None = None
-        self.wake_at: datetime | None = None
-        self.fatal: BaseException | None = None
-        self.interrupt: _Interrupt | None = None
-        self.cancel_requested = False
-        self.closing = False
-        self.tasks: set[asyncio.Task[object]] = set()
-        self.signal_lock = asyncio.Lock()
-        self.steps_run = 0
-        self.steps_replayed = 0
-        self.active = 0
+        # lookup(key): the record at position `key`, if one was made (`replay` checks it).
+        # The dict's own `get`, without a Python frame around it: every step calls it.
+        self.lookup: Callable[[str], StepRecord | None] = self._steps.get
+
+    def record(self, step: StepRecord) -> None:
+        """`step` was checkpointed: a later lookup at its position finds it."""
+        self._steps[step.key] = step
+
+
+class StopRequest:
+    """Whether the execution may start another durable operation (`check`), and if not, why.
+
+    Changed only through its methods, by the operations and the worker; the executor reads the
+    reason once the flow body has ended.
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_closing",
+        "_deadline",
+        "_fatal",
+        "_interrupt",
+        "_suspension",
+        "_wake_at",
+    )
+
+    def __init__(self, deadline: LeaseDeadline | None = None) -> None:
+        self._deadline = deadline
+        self._suspension: SuspendReason | None = None
+        self._wake_at: datetime | None = None
+        self._fatal: BaseException | None = None
+        self._interrupt: _Interrupt | None = None
+        self._cancel = False
+        self._closing = False
 
     def check(self) -> None:
         """Raise if this execution must not start another durable operation."""
-        if self.interrupt is not None:
-            raise self.interrupt
-        if self.deadline is not None and self.deadline.lapsed:
-            self.interrupt = _Fenced()  # the lease may be someone else's by now: start nothing
-            raise self.interrupt
-        if self.cancel_requested:
-            self.interrupt = _Cancelled()
-            raise self.interrupt
-        if self.closing:
+        if self._interrupt is not None:
+            raise self._interrupt
+        if self._deadline is not None and self._deadline.lapsed:
+            raise self.interrupt(_Fenced())  # the lease may be someone else's by now: start nothing
+        if self._cancel:
+            raise self.interrupt(_Cancelled())
+        if self._closing:
             raise _Closing()
-        if self.suspension is not None:
+        if self._suspension is not None:
             raise _Suspend()
 
     def suspend(self, reason: SuspendReason) -> _Suspend:
@@ -124,11 +179,127 @@ class FlowContext:
         Parallel branches may each suspend: the first reason is reported, and the flow wakes at
         the earliest time any of them named.
         """
-        if self.suspension is None:
-            self.suspension = reason
-        if reason.fire_at is not None and (self.wake_at is None or reason.fire_at < self.wake_at):
-            self.wake_at = reason.fire_at
+        if self._suspension is None:
+            self._suspension = reason
+        if reason.fire_at is not None and (self._wake_at is None or reason.fire_at < self._wake_at):
+            self._wake_at = reason.fire_at
         return _Suspend()
+
+    def interrupt(self, why: _Interrupt) -> _Interrupt:
+        """Stop the execution for `why` (a lost lease, a cancellation, a failing store); returns
+        `why` for the caller to raise."""
+        self._interrupt = why
+        return why
+
+    def request_cancel(self) -> None:
+        """The flow was asked to cancel: it stops at its next durable operation."""
+        self._cancel = True
+
+    def fail(self, error: BaseException) -> None:
+        """The flow fails with `error`, whatever its body does with it (a non-deterministic
+        replay: no `except` in the flow may turn that into success)."""
+        self._fatal = error
+
+    def close(self) -> None:
+        """The flow body ended: a branch still running starts nothing new."""
+        self._closing = True
+
+    @property
+    def interrupted(self) -> _Interrupt | None:
+        return self._interrupt
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel
+
+    @property
+    def fatal(self) -> BaseException | None:
+        return self._fatal
+
+    @property
+    def suspension(self) -> SuspendReason | None:
+        return self._suspension
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """The earliest time any suspension named (a timer, a signal wait's deadline)."""
+        return self._wake_at
+
+
+class Work:
+    """The tasks the flow body spawned (gather, create_task, TaskGroup) and how many durable
+    operations are running, so that the end of the flow body lets running steps checkpoint
+    before it stops the rest (`settle`)."""
+
+    __slots__ = ("_active", "_tasks")
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._active = 0
+
+    def track(self, task: asyncio.Task[object]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def begin(self) -> None:
+        """A durable operation starts running (not replaying) its work; `end` when it is done."""
+        self._active += 1
+
+    def end(self) -> None:
+        self._active -= 1
+
+    async def settle(self) -> None:
+        """Let steps still running in spawned tasks finish and checkpoint; then stop the rest.
+
+        Call after `StopRequest.close()`: a branch that reaches its next durable operation
+        stops there.
+        """
+        while True:
+            pending = [task for task in self._tasks if not task.done()]
+            if not pending:
+                return
+            if self._active == 0:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                return
+            await asyncio.wait(pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+
+
+class ChildRunner(Protocol):
+    """How a child flow runs once its parent invokes it: the policy behind `ergon.invoke`.
+
+    Called with the parent's identity, the child and the child's id, it returns where the
+    child stands: how it ended, or `Suspended` while the parent has to wait for it. An
+    `Executor` runs children inline, to their end or suspension (`executor.run_child_inline`);
+    a `Worker` queues them for any worker and lets the parent suspend (`children.queue_child`).
+    """
+
+    def __call__(
+        self, parent: FlowIdentity, child: FlowModel, child_id: str, /
+    ) -> Awaitable[Outcome]: ...
+
+
+class FlowContext:
+    """One execution of one flow: who it is, what was recorded, whether it must stop, the work
+    it has in flight and how its children run (see the module docstring)."""
+
+    __slots__ = ("children", "history", "identity", "signal_lock", "stop", "work")
+
+    def __init__(
+        self,
+        identity: FlowIdentity,
+        history: History,
+        *,
+        children: ChildRunner,
+        deadline: LeaseDeadline | None = None,
+    ) -> None:
+        self.identity = identity
+        self.history = history
+        self.children = children
+        self.stop = StopRequest(deadline)
+        self.work = Work()
+        self.signal_lock = asyncio.Lock()
 
     async def save(self, step: StepRecord, *, consumes: int | None = None) -> None:
         """Checkpoint `step`; a refused or failed write stops the whole execution.
@@ -136,9 +307,12 @@ class FlowContext:
         Every step passes here, so this is `storing()` written out: the two context managers
         cost more than the rest of a step's own bookkeeping.
         """
+        identity = self.identity
         token = enter_internal()
         try:
-            await self.store.save_step(self.flow_id, step, epoch=self.epoch, consumes=consumes)
+            await identity.store.save_step(
+                identity.flow_id, step, epoch=identity.epoch, consumes=consumes
+            )
         except (FencedError, CancelRequestedError) as exc:
             raise self._stopped_by(exc) from None
         except StoreError as exc:
@@ -146,7 +320,7 @@ class FlowContext:
         finally:
             if token is not None:
                 _scope.reset(token)
-        self.recorded[step.key] = step
+        self.history.record(step)
 
     @contextmanager
     def storing(self) -> Iterator[None]:
@@ -165,19 +339,17 @@ class FlowContext:
         refused value fails the flow, as running it again would meet the same refusal; any
         other store error stops the execution for a later one to resume."""
         if isinstance(exc, FencedError):
-            self.interrupt = _Fenced()
-        elif isinstance(exc, CancelRequestedError):
-            self.interrupt = _Cancelled()
-        elif isinstance(exc, StoreValueError):
+            return self.stop.interrupt(_Fenced())
+        if isinstance(exc, CancelRequestedError):
+            return self.stop.interrupt(_Cancelled())
+        if isinstance(exc, StoreValueError):
             what = (
-                f"an operation of flow {self.flow_id}"
+                f"an operation of flow {self.identity.flow_id}"
                 if step is None
                 else f"the checkpoint of {step.kind} '{step.name}' (position {step.key})"
             )
-            self.interrupt = _Refused(exc.failure(what))
-        else:
-            self.interrupt = _Unavailable(exc)
-        return self.interrupt
+            return self.stop.interrupt(_Refused(exc.failure(what)))
+        return self.stop.interrupt(_Unavailable(exc))
 
 
 @dataclass(slots=True)
@@ -187,7 +359,7 @@ class Scope:
 
     flow: FlowContext
     sequence: Sequence
-    step: StepInfo | None = None
+    step: RunningStep | None = None
     internal: bool = False
 
 
@@ -219,7 +391,7 @@ def current_step() -> StepInfo:
     scope = _scope.get()
     if scope is None or scope.step is None:
         raise FlowContextError("ergon.current_step() can only be called inside an @ergon.step")
-    return scope.step
+    return scope.step.info()
 
 
 @contextmanager
@@ -247,9 +419,10 @@ def enter_internal() -> Token[Scope | None] | None:
     return _scope.set(Scope(scope.flow, scope.sequence, scope.step, True))
 
 
-def enter(scope: Scope) -> object:
+def enter(scope: Scope) -> Token[Scope | None]:
+    """Make `scope` what the running code sees, until `leave` with the token returned."""
     return _scope.set(scope)
 
 
-def leave(token: object) -> None:
-    _scope.reset(token)  # type: ignore[arg-type]
+def leave(token: Token[Scope | None]) -> None:
+    _scope.reset(token)

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ergon.core.context import Scope, enter, flow_scope, leave
-from ergon.core.errors import FlowDefinitionError
+from ergon.core.errors import FlowContextError, FlowDefinitionError
 from ergon.core.step import StepOptions, run_step, step_options
 
 T = TypeVar("T")
@@ -51,12 +51,13 @@ class _Node:
 
 
 class Dag:
-    """Collects steps with `add`; runs them when the `async with` block ends."""
+    """A graph of steps, built by `ergon.dag()`: collects steps with `add` inside
+    `async with`, runs them when the block ends."""
 
-    def __init__(self, scope: Scope, limit: int | None) -> None:
+    def __init__(self, *, limit: int | None = None) -> None:
         if limit is not None and limit < 1:
             raise ValueError(f"ergon.dag(limit=...) must be at least 1, got {limit}")
-        self._scope = scope
+        self._scope_: Scope | None = None
         self._limit = limit
         self._nodes: list[_Node] = []
         self._handles: dict[int, _Node] = {}
@@ -128,19 +129,17 @@ class Dag:
         if failure:
             raise failure[0]
 
-
-def _resolve(value: Any) -> Any:
-    return value.result() if isinstance(value, StepHandle) else value
-
-
-class _DagContext:
-    def __init__(self, limit: int | None) -> None:
-        self._limit = limit
-        self._dag: Dag | None = None
+    @property
+    def _scope(self) -> Scope:
+        if self._scope_ is None:
+            raise FlowContextError("use a dag inside its block: async with ergon.dag() as g: ...")
+        return self._scope_
 
     async def __aenter__(self) -> Dag:
-        self._dag = Dag(flow_scope("ergon.dag()"), self._limit)
-        return self._dag
+        if self._scope_ is not None:
+            raise FlowContextError("a dag runs once: use a new ergon.dag() for another graph")
+        self._scope_ = flow_scope("ergon.dag()")
+        return self
 
     async def __aexit__(
         self,
@@ -148,11 +147,15 @@ class _DagContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None and self._dag is not None:
-            await self._dag.run()
+        if exc_type is None:
+            await self.run()
 
 
-def dag(limit: int | None = None) -> _DagContext:
+def _resolve(value: Any) -> Any:
+    return value.result() if isinstance(value, StepHandle) else value
+
+
+def dag(*, limit: int | None = None) -> Dag:
     """Build a graph of steps; independent nodes run in parallel, at most `limit` at a time.
 
     async with ergon.dag(limit=4) as g:
@@ -161,4 +164,4 @@ def dag(limit: int | None = None) -> _DagContext:
         summary = g.add(self.merge, user, orders)
     return summary.result()
     """
-    return _DagContext(limit)
+    return Dag(limit=limit)

@@ -6,17 +6,27 @@ import asyncio
 import logging
 import os
 import socket
-import typing
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from ergon.core import branches, codec
-from ergon.core.children import outcome_of
-from ergon.core.context import FlowContext, Scope, Sequence, enter, internal, leave
+from ergon.core.children import child_mismatch
+from ergon.core.context import (
+    ChildRunner,
+    FlowContext,
+    FlowIdentity,
+    History,
+    Scope,
+    Sequence,
+    enter,
+    internal,
+    leave,
+)
+from ergon.core.definition import FlowModel, FlowOptions, entry_point, result_type
 from ergon.core.errors import (
     FencedError,
-    LeaseLost,
+    LeaseLostError,
     StoreValueError,
     _Fenced,
     _Interrupt,
@@ -24,12 +34,11 @@ from ergon.core.errors import (
     _Unavailable,
 )
 from ergon.core.fencing import LeaseDeadline
-from ergon.core.flow import Flow, FlowOptions, entry_point
 from ergon.core.identifiers import check_flow_id
-from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, SuspendReason
-from ergon.core.records import FlowEnd, Lease, NewFlow, OpenedFlow, utcnow
+from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended, outcome_of
+from ergon.core.records import FlowEnd, Lease, NewFlow, OpenedFlow, SuspendReason, utcnow
 from ergon.core.retry import is_retryable
-from ergon.core.store import Store
+from ergon.core.store import ExecutionStore
 
 log = logging.getLogger("ergon.executor")
 
@@ -51,18 +60,21 @@ class Executor:
     def __init__(
         self,
         flow_id: str | UUID,
-        flow: Flow,
-        store: Store,
+        flow: FlowModel,
+        store: ExecutionStore,
         *,
         lease: Lease | None = None,
         parent_id: str | None = None,
         version: str | None = None,
         owner: str | None = None,
-        inline_children: bool = True,
+        children: ChildRunner | None = None,
         flow_retries: bool = False,
         deadline: LeaseDeadline | None = None,
     ) -> None:
-        if not isinstance(flow, Flow):
+        """`children` is how the flow's child flows run: by default inline, each to its end or
+        suspension inside this execution (`run_child_inline`); a `Worker` passes
+        `ergon.core.children.queue_child`, which queues them for any worker."""
+        if not isinstance(flow, FlowModel):
             raise TypeError(f"Executor needs an ergon.Flow instance, got {type(flow).__qualname__}")
         if lease is None:  # the flow may be new: refuse what not every store can hold
             self.flow_id = check_flow_id(flow_id)
@@ -75,16 +87,29 @@ class Executor:
         self.parent_id = parent_id
         self.version = version
         self.owner = owner or default_owner()
-        self.inline_children = inline_children
+        self.children: ChildRunner = children or run_child_inline
         self.flow_retries = flow_retries
         self.deadline = deadline
         self.entry, self.options = entry_point(type(flow))
-        self.context: FlowContext | None = None
+        self._context: FlowContext | None = None
+        self._cancel_requested = False
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this execution's writes carry; None until it has opened the flow."""
+        return None if self._context is None else self._context.identity.epoch
+
+    def request_cancel(self) -> None:
+        """The flow was asked to cancel (`Client.cancel`): it stops at its next durable
+        operation and ends cancelled."""
+        self._cancel_requested = True
+        if self._context is not None:
+            self._context.stop.request_cancel()
 
     async def execute(self) -> Outcome:
         """Run (or resume) the flow; returns `Completed`, `Failed`, `Suspended` or `Cancelled`.
 
-        Raises `ergon.LeaseLost` if another executor took the flow over meanwhile.
+        Raises `ergon.LeaseLostError` if another executor took the flow over meanwhile.
         """
         branches.install(asyncio.get_running_loop())
         with internal():  # an inline child's store calls run inside its parent's flow body
@@ -93,26 +118,27 @@ class Executor:
         if status.is_terminal:
             return outcome_of(status)
         if opened.lease is None:
-            raise LeaseLost(f"flow {self.flow_id} is held by another executor")
+            raise LeaseLostError(f"flow {self.flow_id} is held by another executor")
         flow = self._recorded_input(status.input)
+        identity = FlowIdentity(
+            self.flow_id, self.store, opened.lease.epoch, status.attempts, status.version
+        )
         ctx = FlowContext(
-            flow_id=self.flow_id,
-            store=self.store,
-            epoch=opened.lease.epoch,
-            attempt=status.attempts,
-            steps=opened.steps,
-            events_seen=status.events,
-            version=status.version,
-            inline_children=self.inline_children,
+            identity,
+            History(opened.steps, status.events),
+            children=self.children,
             deadline=self.deadline,
         )
-        self.context = ctx
+        if self._cancel_requested:
+            ctx.stop.request_cancel()
+        self._context = ctx
         if self.deadline is not None and self.deadline.lapsed:  # e.g. stalled since the claim
-            raise LeaseLost(self._lapsed())
+            raise LeaseLostError(self._lapsed())
         if status.cancel_requested:
-            return await self._end(ctx, FlowEnd("cancelled", seen_events=ctx.events_seen))
+            return await self._end(ctx, FlowEnd("cancelled", seen_events=status.events))
         value, error = await self._run_body(ctx, flow)
-        await _settle(ctx)
+        ctx.stop.close()
+        await ctx.work.settle()
         return await self._conclude(ctx, value, error)
 
     def _lapsed(self) -> str:
@@ -123,6 +149,9 @@ class Executor:
             else f"its lease may have lapsed {overdue:.1f} s ago (no renewal confirmed in time)"
         )
         return f"flow {self.flow_id}: {why}; stopped without running more of it"
+
+    def _taken_over(self) -> LeaseLostError:
+        return LeaseLostError(f"flow {self.flow_id} was taken over by another executor")
 
     async def _open(self) -> OpenedFlow:
         if self.lease is not None:
@@ -137,7 +166,7 @@ class Executor:
         )
         return await self.store.open_flow(new, owner=self.owner)
 
-    def _recorded_input(self, recorded: str) -> Flow:
+    def _recorded_input(self, recorded: str) -> FlowModel:
         """A flow resumes with the input it was started with, whatever instance was passed."""
         if recorded == self.flow.model_dump_json():
             return self.flow
@@ -146,7 +175,9 @@ class Executor:
             log.warning("flow %s resumes with its recorded input, not the one passed", self.flow_id)
         return flow
 
-    async def _run_body(self, ctx: FlowContext, flow: Flow) -> tuple[Any, BaseException | None]:
+    async def _run_body(
+        self, ctx: FlowContext, flow: FlowModel
+    ) -> tuple[Any, BaseException | None]:
         token = enter(Scope(ctx, Sequence()))
         try:
             return await self.entry(flow), None
@@ -158,24 +189,23 @@ class Executor:
             leave(token)
 
     async def _conclude(self, ctx: FlowContext, value: Any, error: BaseException | None) -> Outcome:
-        if isinstance(ctx.interrupt, _Unavailable):
-            raise ctx.interrupt.error
-        if isinstance(ctx.interrupt, _Fenced):
-            if ctx.deadline is not None and ctx.deadline.lapsed:
-                raise LeaseLost(self._lapsed())
-            raise LeaseLost(f"flow {self.flow_id} was taken over by another executor")
-        if isinstance(ctx.interrupt, _Refused):  # never retried: it would be refused again
-            return await self._end(ctx, FlowEnd("failed", error=ctx.interrupt.error))
-        if ctx.interrupt is not None or ctx.cancel_requested:
-            return await self._end(ctx, FlowEnd("cancelled", seen_events=ctx.events_seen))
-        if ctx.fatal is not None:
-            error = ctx.fatal
-        elif ctx.suspension is not None:
+        stop, seen = ctx.stop, ctx.history.events_seen
+        interrupted = stop.interrupted
+        if isinstance(interrupted, _Unavailable):
+            raise interrupted.error
+        if isinstance(interrupted, _Fenced):
+            if self.deadline is not None and self.deadline.lapsed:
+                raise LeaseLostError(self._lapsed())
+            raise self._taken_over()
+        if isinstance(interrupted, _Refused):  # never retried: it would be refused again
+            return await self._end(ctx, FlowEnd("failed", error=interrupted.error))
+        if interrupted is not None or stop.cancel_requested:
+            return await self._end(ctx, FlowEnd("cancelled", seen_events=seen))
+        if stop.fatal is not None:
+            error = stop.fatal
+        elif stop.suspension is not None:
             end = FlowEnd(
-                "suspended",
-                waiting_for=ctx.suspension,
-                wake_at=ctx.wake_at,
-                seen_events=ctx.events_seen,
+                "suspended", waiting_for=stop.suspension, wake_at=stop.wake_at, seen_events=seen
             )
             return await self._end(ctx, end)
         if error is None:
@@ -189,21 +219,22 @@ class Executor:
                 ended = await self._end(ctx, FlowEnd("completed", result=text))
                 if isinstance(ended, Failed):  # the store refused the result
                     return ended
-                return Completed(codec.load(text, _return_type(self.entry)))
+                return Completed(codec.load(text, result_type(self.entry)))
         return await self._fail(ctx, error, self.options)
 
     async def _fail(self, ctx: FlowContext, error: BaseException, options: FlowOptions) -> Outcome:
         recorded = codec.error_from_exception(error)
-        if self.flow_retries and is_retryable(error) and options.retry.allows_another(ctx.attempt):
-            fire_at = utcnow() + timedelta(seconds=options.retry.delay_after(ctx.attempt))
+        attempt = ctx.identity.attempt
+        if self.flow_retries and is_retryable(error) and options.retry.allows_another(attempt):
+            fire_at = utcnow() + timedelta(seconds=options.retry.delay_after(attempt))
             reason = SuspendReason("retry", None, fire_at)
             end = FlowEnd(
                 "suspended",
                 error=recorded,
                 waiting_for=reason,
                 wake_at=fire_at,
-                seen_events=ctx.events_seen,
-                attempts=ctx.attempt + 1,
+                seen_events=ctx.history.events_seen,
+                attempts=attempt + 1,
             )
             return await self._end(ctx, end)
         return await self._end(ctx, FlowEnd("failed", error=recorded))
@@ -211,9 +242,10 @@ class Executor:
     async def _end(self, ctx: FlowContext, end: FlowEnd) -> Outcome:
         try:
             with internal():
-                status = await self.store.finish_flow(self.flow_id, end, epoch=ctx.epoch)
+                epoch = ctx.identity.epoch
+                status = await self.store.finish_flow(self.flow_id, end, epoch=epoch)
         except FencedError:
-            raise LeaseLost(f"flow {self.flow_id} was taken over by another executor") from None
+            raise self._taken_over() from None
         except StoreValueError as exc:  # e.g. a result over the backend's size limit
             if end.error is not None and end.error.type == StoreValueError.CODE:
                 raise  # not even that failure can be recorded: the caller sees why
@@ -228,26 +260,13 @@ class Executor:
         return outcome_of(status)
 
 
-async def _settle(ctx: FlowContext) -> None:
-    """Let steps still running in spawned tasks finish and checkpoint; then stop the rest.
-
-    A branch that reaches its next durable operation after the flow body ended stops there.
-    """
-    ctx.closing = True
-    while True:
-        pending = [task for task in ctx.tasks if not task.done()]
-        if not pending:
-            return
-        if ctx.active == 0:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            return
-        await asyncio.wait(pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
-
-
-def _return_type(entry: Any) -> object:
-    try:
-        return typing.get_type_hints(entry).get("return", Any)
-    except Exception:
-        return Any
+async def run_child_inline(parent: FlowIdentity, child: FlowModel, child_id: str, /) -> Outcome:
+    """The `ChildRunner` of an `Executor`: the child runs inside the parent's execution, to its
+    end or its suspension (the parent then suspends too, and resuming it resumes the child)."""
+    found = await parent.store.get_flow(child_id)
+    if found is not None and (mismatch := child_mismatch(parent.flow_id, child, found)) is not None:
+        return mismatch
+    child_executor = Executor(
+        child_id, child, parent.store, parent_id=parent.flow_id, version=parent.version
+    )
+    return await child_executor.execute()

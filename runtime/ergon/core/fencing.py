@@ -7,7 +7,7 @@ execution under a lease also keeps a local deadline on a clock that keeps counti
 process is stopped: the moment its last lease renewal was *sent* (confirmed by the store) plus
 the lease length, less a safety margin for clock drift between workers. Before every step, every
 retry attempt and every resumed flow body the execution checks it; past it, the execution stops
-with `ergon.LeaseLost` without running user code. A renewal that succeeds later moves it on.
+with `ergon.LeaseLostError` without running user code. A renewal that succeeds later moves it on.
 """
 
 from __future__ import annotations

@@ -1,28 +1,13 @@
-"""What one execution of a flow ends in."""
+"""What one execution of a flow ends in, and the outcome a recorded flow stands at."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from ergon.core.errors import FlowError
-
-SuspendKind = Literal["signal", "timer", "child", "retry"]
-
-
-@dataclass(frozen=True, slots=True)
-class SuspendReason:
-    """Why a flow stopped without ending.
-
-    `kind` is `"signal"` (waiting for `name`), `"timer"` (until `fire_at`), `"child"` (waiting for
-    the child flow whose id is `name`) or `"retry"` (a flow-level retry is due at `fire_at`). A
-    signal wait with a timeout carries its deadline in `fire_at` as well.
-    """
-
-    kind: SuspendKind
-    name: str | None = None
-    fire_at: datetime | None = None
+from ergon.core import codec
+from ergon.core.errors import ErrorInfo, FailureCode
+from ergon.core.records import FlowStatus, SuspendReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +21,7 @@ class Completed:
 class Failed:
     """The flow raised; `error` is what was recorded."""
 
-    error: FlowError
+    error: ErrorInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +37,15 @@ class Cancelled:
 
 
 Outcome = Completed | Failed | Suspended | Cancelled
+
+
+def outcome_of(status: FlowStatus) -> Outcome:
+    """The outcome a recorded flow stands at: how it ended, or (for a flow that has not ended)
+    `Suspended` with what it waits for."""
+    if status.state == "completed":
+        return Completed(codec.load(status.result or "null"))
+    if status.state == "failed":
+        return Failed(status.error or ErrorInfo(FailureCode.UNKNOWN, "flow failed", False))
+    if status.state == "cancelled":
+        return Cancelled()
+    return Suspended(status.waiting_for or SuspendReason("child", status.id, None))

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from ergon.core.errors import FlowError
-from ergon.core.outcomes import SuspendReason
+from ergon.core.errors import ErrorInfo
 
 FlowState = Literal["pending", "running", "suspended", "completed", "failed", "cancelled"]
 FLOW_STATES: tuple[FlowState, ...] = (
@@ -26,10 +25,25 @@ TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"}
 
 StepKind = Literal["step", "sleep", "signal", "child"]
 StepState = Literal["completed", "failed", "waiting", "retrying"]
+SuspendKind = Literal["signal", "timer", "child", "retry"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendReason:
+    """Why a flow stopped without ending (a suspended flow's `waiting_for`).
+
+    `kind` is `"signal"` (waiting for `name`), `"timer"` (until `fire_at`), `"child"` (waiting for
+    the child flow whose id is `name`) or `"retry"` (a flow-level retry is due at `fire_at`). A
+    signal wait with a timeout carries its deadline in `fire_at` as well.
+    """
+
+    kind: SuspendKind
+    name: str | None = None
+    fire_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +78,7 @@ class FlowStatus:
     version: str | None = None
     parent_id: str | None = None
     result: str | None = None
-    error: FlowError | None = None
+    error: ErrorInfo | None = None
     waiting_for: SuspendReason | None = None
     wake_at: datetime | None = None
     epoch: int = 0
@@ -99,7 +113,7 @@ class StepRecord:
     kind: StepKind = "step"
     attempts: int = 1
     result: str | None = None
-    error: FlowError | None = None
+    error: ErrorInfo | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
     fire_at: datetime | None = None
@@ -160,7 +174,7 @@ class FlowEnd:
 
     state: FlowState
     result: str | None = None
-    error: FlowError | None = None
+    error: ErrorInfo | None = None
     waiting_for: SuspendReason | None = None
     wake_at: datetime | None = None
     seen_events: int = 0

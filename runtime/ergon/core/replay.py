@@ -18,7 +18,7 @@ def recorded(ctx: FlowContext, key: str, kind: StepKind, name: str) -> StepRecor
     handing one step's result to another would corrupt it, so the flow fails with
     `NonDeterminismError`, which no `except` in the flow can turn into success.
     """
-    record = ctx.recorded.get(key)
+    record = ctx.history.lookup(key)
     if record is not None:
         check_operation(ctx, record, kind, name)
     return record
@@ -27,13 +27,14 @@ def recorded(ctx: FlowContext, key: str, kind: StepKind, name: str) -> StepRecor
 def check_operation(ctx: FlowContext, record: StepRecord, kind: StepKind, name: str) -> None:
     """`recorded()`'s check, for a caller that looked the record up itself."""
     if record.name != name or record.kind != kind:
+        flow_id = ctx.identity.flow_id
         error = NonDeterminismError(
-            f"non-deterministic flow {ctx.flow_id}: position {record.key} recorded {record.kind} "
+            f"non-deterministic flow {flow_id}: position {record.key} recorded {record.kind} "
             f"{record.name!r} but the flow now calls {kind} {name!r} there. The flow's code "
             "changed in a way that does not match its recorded history; deploy the change under "
             "a new version (Scheduler.with_version) so running flows finish on the old code."
         )
-        ctx.fatal = error
+        ctx.stop.fail(error)
         raise error
 
 
@@ -43,7 +44,7 @@ def check_arguments(ctx: FlowContext, record: StepRecord, digest: str | None) ->
         log.warning(
             "flow %s: step %r at position %s is replayed with different arguments than it was "
             "recorded with; returning the recorded result",
-            ctx.flow_id,
+            ctx.identity.flow_id,
             record.name,
             record.key,
         )

@@ -15,9 +15,13 @@ class Retryable(Protocol):
 
 
 def is_retryable(error: BaseException) -> bool:
-    """An error is retryable unless it says otherwise.
+    """Whether running the failed work again could help: the one rule, used for step retries,
+    flow-level retries and the `retryable` flag of every recorded `ErrorInfo`.
 
-    It says so with an `is_retryable()` method returning False, or a `retryable = False` attribute.
+    An error is retryable unless it says otherwise: an `is_retryable()` method (the `Retryable`
+    protocol, for users' exceptions) decides if there is one, else a `retryable` attribute
+    (how Ergon's own errors say it: `ErgonError.retryable`), else it is retryable. A
+    `is_retryable()` that raises counts as retryable.
     """
     check = getattr(error, "is_retryable", None)
     if callable(check):

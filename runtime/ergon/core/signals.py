@@ -12,10 +12,9 @@ from pydantic import ValidationError
 from ergon.core import codec, replay
 from ergon.core.branches import operation
 from ergon.core.context import FlowContext, Scope, flow_scope
-from ergon.core.errors import FlowError, SignalPayloadError, SignalTimeout
+from ergon.core.errors import ErrorInfo, SignalPayloadError, SignalTimeoutError
 from ergon.core.identifiers import check_signal_name
-from ergon.core.outcomes import SuspendReason
-from ergon.core.records import StepRecord, StepState, utcnow
+from ergon.core.records import StepRecord, StepState, SuspendReason, utcnow
 from ergon.core.retry import seconds
 
 T = TypeVar("T")
@@ -24,24 +23,24 @@ _MESSAGE_LIMIT = 2000
 
 @overload
 def wait_for_signal(
-    name: str, type: type[T], timeout: float | timedelta | None = None
+    name: str, type: type[T], *, timeout: float | timedelta | None = None
 ) -> Coroutine[Any, Any, T]: ...
 
 
 @overload
 def wait_for_signal(
-    name: str, type: object = Any, timeout: float | timedelta | None = None
+    name: str, type: object = Any, *, timeout: float | timedelta | None = None
 ) -> Coroutine[Any, Any, Any]: ...
 
 
 def wait_for_signal(
-    name: str, type: object = Any, timeout: float | timedelta | None = None
+    name: str, type: object = Any, *, timeout: float | timedelta | None = None
 ) -> Coroutine[Any, Any, Any]:
     """Consume the next signal `name` sent to this flow, suspending until one arrives.
 
     The payload is validated against `type` (`ergon.SignalPayloadError` if it does not fit; the
-    flow may catch it and wait again). With `timeout`, `ergon.SignalTimeout` is raised when no
-    signal came in time; the deadline is recorded, so restarts do not extend it.
+    flow may catch it and wait again). With `timeout`, `ergon.SignalTimeoutError` is raised when
+    no signal came in time; the deadline is recorded, so restarts do not extend it.
     """
     scope = flow_scope(f"ergon.wait_for_signal({name!r})")
     check_signal_name(name)
@@ -52,16 +51,14 @@ def wait_for_signal(
 @operation
 async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float | None) -> Any:
     ctx = scope.flow
-    ctx.check()
+    ctx.stop.check()
     step_name = f"signal:{name}"
     record = replay.recorded(ctx, key, "signal", step_name)
     deadline = began = None
     if record is not None:
         if record.state == "completed":
-            ctx.steps_replayed += 1
             return _payload(pydantic_core.from_json(record.result or "null"), type_, name)
         if record.state == "failed" and record.error is not None:
-            ctx.steps_replayed += 1
             raise _rebuild(record.error, name)
         deadline, began = record.fire_at, record.started_at
     now = utcnow()
@@ -69,13 +66,13 @@ async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float
         deadline = now + timedelta(seconds=max(timeout, 0.0))
     async with ctx.signal_lock:
         with ctx.storing():
-            signal = await ctx.store.next_signal(ctx.flow_id, name)
+            signal = await ctx.identity.store.next_signal(ctx.identity.flow_id, name)
         if signal is not None:
             return await _consume(
                 ctx, key, step_name, signal.payload, signal.seq, type_, name, began
             )
     if deadline is not None and deadline <= utcnow():
-        error = SignalTimeout(
+        error = SignalTimeoutError(
             f"no signal {name!r} arrived before {deadline.isoformat()}", signal=name
         )
         await ctx.save(
@@ -87,7 +84,7 @@ async def _wait(scope: Scope, key: str, name: str, type_: object, timeout: float
         raise error
     if record is None:  # recorded even without a deadline: when the wait began
         await ctx.save(_record(ctx, key, step_name, "waiting", fire_at=deadline))
-    raise ctx.suspend(SuspendReason("signal", name, deadline))
+    raise ctx.stop.suspend(SuspendReason("signal", name, deadline))
 
 
 async def _consume(
@@ -112,7 +109,6 @@ async def _consume(
         raise error from None
     done = _record(ctx, key, step_name, "completed", result=payload, started_at=began)
     await ctx.save(done, consumes=seq)
-    ctx.steps_run += 1
     return result
 
 
@@ -139,9 +135,9 @@ def _payload(value: object, type_: object, name: str) -> Any:
         ) from None
 
 
-def _rebuild(error: FlowError, name: str) -> Exception:
-    if error.type == "SignalTimeout":
-        return SignalTimeout(error.message, signal=name)
+def _rebuild(error: ErrorInfo, name: str) -> Exception:
+    if error.type in (SignalTimeoutError.__name__, "SignalTimeout"):  # its name in 0.1
+        return SignalTimeoutError(error.message, signal=name)
     return SignalPayloadError(error.message, signal=name)
 
 
@@ -152,7 +148,7 @@ def _record(
     state: StepState,
     *,
     result: str | None = None,
-    error: FlowError | None = None,
+    error: ErrorInfo | None = None,
     fire_at: datetime | None = None,
     started_at: datetime | None = None,
 ) -> StepRecord:
@@ -168,7 +164,7 @@ def _record(
         started_at=started_at or now,
         completed_at=None if state == "waiting" else now,
         fire_at=fire_at,
-        flow_attempt=ctx.attempt,
+        flow_attempt=ctx.identity.attempt,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,9 +12,9 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ergon.core import codec, replay
 from ergon.core.branches import operation
-from ergon.core.context import FlowContext, Scope, StepInfo, current_scope, enter, leave
-from ergon.core.errors import FlowContextError, FlowDefinitionError, FlowError
-from ergon.core.flow import Flow
+from ergon.core.context import FlowContext, RunningStep, Scope, current_scope, enter, leave
+from ergon.core.definition import FlowModel, result_type
+from ergon.core.errors import ErrorInfo, FlowContextError, FlowDefinitionError
 from ergon.core.records import StepRecord, StepState, utcnow
 from ergon.core.retry import RetryPolicy, is_retryable, seconds
 
@@ -46,10 +45,7 @@ class StepOptions:
     def return_type(self) -> object:
         """The declared return type, resolved on first use (forward references allowed)."""
         if not self._resolved:
-            try:
-                self._return_type = typing.get_type_hints(self.fn).get("return", Any)
-            except Exception:
-                self._return_type = Any
+            self._return_type = result_type(self.fn)
             self._resolved = True
         return self._return_type
 
@@ -160,30 +156,29 @@ async def run_step(
 ) -> Any:
     """Replay the step recorded at `key`, or run it (with retries) and checkpoint its outcome."""
     ctx = scope.flow
-    ctx.check()
+    ctx.stop.check()
     digest = codec.args_hash(_call_args(args), kwargs, what=options.argument_label)
     attempt, resume_at, first_started = 1, None, None
-    record = ctx.recorded.get(key)  # looked up here: the live path of a step is hot
+    record = ctx.history.lookup(key)  # looked up here: the live path of a step is hot
     if record is not None:
         replay.check_operation(ctx, record, "step", options.name)
         replay.check_arguments(ctx, record, digest)
         if record.state == "completed":
-            ctx.steps_replayed += 1
             return codec.load(record.result or "null", options.return_type())
         if record.state == "failed" and record.error is not None:
-            if not (record.error.retryable and record.flow_attempt < ctx.attempt):
-                ctx.steps_replayed += 1
+            if not (record.error.retryable and record.flow_attempt < ctx.identity.attempt):
                 raise codec.rebuild_exception(record.error)
         elif record.state == "retrying":
             attempt, resume_at = record.attempts + 1, record.fire_at
             first_started = record.started_at
-    ctx.active += 1
+    work = ctx.work
+    work.begin()
     try:
         return await _run_live(
             ctx, scope, key, options, args, kwargs, attempt, resume_at, digest, first_started
         )
     finally:
-        ctx.active -= 1
+        work.end()
 
 
 async def _run_live(
@@ -205,10 +200,11 @@ async def _run_live(
     while True:
         if resume_at is not None:
             await _sleep_until(resume_at)
-            ctx.check()  # a worker stalled through the backoff must not start the next attempt
+            ctx.stop.check()  # a worker stalled through the backoff must not start the next attempt
         if started is None:
             started = utcnow()
-        token = enter(Scope(ctx, scope.sequence, _info(ctx, key, options, attempt)))
+        running = RunningStep(ctx.identity.flow_id, key, options.name, attempt)
+        token = enter(Scope(ctx, scope.sequence, running))
         try:
             try:
                 if options.is_async and options.timeout is None:
@@ -238,7 +234,6 @@ async def _run_live(
             _record(ctx, key, options, digest, attempt, started, "completed",
                     result=text, completed_at=utcnow())
         )  # fmt: skip
-        ctx.steps_run += 1
         return codec.reload(value, text, options.return_type())
 
 
@@ -252,26 +247,15 @@ def _record(
     state: StepState,
     *,
     result: str | None = None,
-    error: FlowError | None = None,
+    error: ErrorInfo | None = None,
     completed_at: datetime | None = None,
     fire_at: datetime | None = None,
 ) -> StepRecord:
     """The checkpoint of attempt `attempt` of the step at `key`."""
     return StepRecord(
         key, options.name, state, "step", attempt, result, error, started_at, completed_at,
-        fire_at, ctx.attempt, digest,
+        fire_at, ctx.identity.attempt, digest,
     )  # fmt: skip
-
-
-def _info(ctx: FlowContext, key: str, options: StepOptions, attempt: int) -> StepInfo:
-    return StepInfo(
-        flow_id=ctx.flow_id,
-        name=options.name,
-        position=int(key.rpartition(".")[2]),
-        key=key,
-        attempt=attempt,
-        idempotency_key=f"{ctx.flow_id}:{key}",
-    )
 
 
 async def _bounded(
@@ -294,7 +278,7 @@ async def _bounded(
 
 
 def _call_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return args[1:] if args and isinstance(args[0], Flow) else args
+    return args[1:] if args and isinstance(args[0], FlowModel) else args
 
 
 async def _sleep_until(when: datetime) -> None:

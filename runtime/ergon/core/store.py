@@ -1,8 +1,17 @@
-"""The one protocol every store implements, and the notification helper they share.
+"""The protocol every store implements, split by the client that uses it, and the
+notification helper stores share.
 
-The core talks to storage only through `Store`. Each method is one logical transaction; the
-docstrings state the guarantees the conformance suite (tests/stores) checks on every backend.
-Times are timezone-aware UTC datetimes; payloads are JSON text.
+* `ExecutionStore`: what an `Executor` (and the flow context under it) needs to run one flow.
+* `QueueStore`: what a `Worker` adds: claiming runnable flows, renewing leases, wake-ups.
+* `AdminStore`: what `Client`, `Scheduler`, the CLI and the operator need: records, signals,
+  cancellation.
+* `Store`: all three plus closing; what every adapter implements (`ergon.storage` exports the
+  protocols and their record types for implementers).
+
+Each method is one logical transaction; the docstrings state the guarantees the conformance
+suite (tests/stores) checks on every backend. Times are timezone-aware UTC datetimes; payloads
+are JSON text. The state transitions behind them are written once, in
+`ergon.storage.transitions`.
 """
 
 from __future__ import annotations
@@ -82,9 +91,20 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+class FlowRecords(Protocol):
+    """Reading and recording flows: shared by executions (child flows) and admin clients."""
+
+    async def create_flow(self, new: NewFlow) -> tuple[FlowStatus, bool]:
+        """Record a flow if its id is new; returns the flow and whether it was created."""
+        ...
+
+    async def get_flow(self, flow_id: str) -> FlowStatus | None: ...
+
+
 @runtime_checkable
-class Store(Protocol):
-    """Durable storage for flows, their step checkpoints and their signals."""
+class ExecutionStore(FlowRecords, Protocol):
+    """What executing one flow needs: open or resume it, checkpoint steps, read its signals,
+    end the execution."""
 
     async def open_flow(self, new: NewFlow, *, owner: str) -> OpenedFlow:
         """Start or resume executing a flow outside a worker, in one transaction.
@@ -93,33 +113,12 @@ class Store(Protocol):
         its epoch is incremented (fencing out any earlier executor), it becomes `running`, owned
         by `owner`, with no lease expiry. A flow that ended is returned unchanged with
         `lease=None`. The flow's recorded steps come back in the same call.
-        Raises `FlowInputError` when `new.flow` differs from the recorded flow name.
+        Raises `FlowMismatchError` when `new.flow` differs from the recorded flow name.
         """
         ...
 
     async def resume_flow(self, lease: Lease) -> OpenedFlow:
         """The flow and its recorded steps for an executor that claimed it (`claim_flows`)."""
-        ...
-
-    async def create_flow(self, new: NewFlow) -> tuple[FlowStatus, bool]:
-        """Record a flow if its id is new; returns the flow and whether it was created."""
-        ...
-
-    async def get_flow(self, flow_id: str) -> FlowStatus | None: ...
-
-    async def list_flows(
-        self,
-        *,
-        state: FlowState | None = None,
-        flow: str | None = None,
-        parent_id: str | None = None,
-        limit: int = 100,
-    ) -> list[FlowStatus]:
-        """Flows, newest first, filtered by state, flow name or parent."""
-        ...
-
-    async def load_steps(self, flow_id: str) -> list[StepRecord]:
-        """All recorded steps of a flow, in one read."""
         ...
 
     async def save_step(
@@ -132,8 +131,8 @@ class Store(Protocol):
     ) -> None:
         """Checkpoint one step (insert or replace at its key), atomically.
 
-        With `epoch`, the write happens only if the flow's epoch still equals it (else
-        `FencedError`) and no cancellation was requested (else `CancelRequestedError`).
+        With `epoch`, the write happens only if the flow's epoch still equals it and it runs
+        (else `FencedError`) and no cancellation was requested (else `CancelRequestedError`).
         `consumes` marks that signal (by `seq`) consumed in the same transaction, so a signal is
         acknowledged exactly when the checkpoint recording it is written.
         """
@@ -149,24 +148,14 @@ class Store(Protocol):
         """
         ...
 
-    async def send_signal(
-        self, flow_id: str, name: str, payload: str, signal_id: str | None = None
-    ) -> bool:
-        """Queue a signal; False if `signal_id` was already delivered to this flow.
-
-        Moves the flow's event counter; a suspended flow becomes `pending`.
-        """
-        ...
-
     async def next_signal(self, flow_id: str, name: str) -> SignalRecord | None:
         """The oldest unconsumed signal for (flow, name)."""
         ...
 
-    async def request_cancel(self, flow_id: str) -> FlowStatus | None:
-        """Cancel a flow: pending or suspended flows (and running ones whose lease expired) end
-        `cancelled` at once; running ones get `cancel_requested` and stop at their next step.
-        """
-        ...
+
+@runtime_checkable
+class QueueStore(Protocol):
+    """What a worker needs besides executing: claims, leases and wake-ups."""
 
     async def claim_flows(
         self, *, owner: str, version: str | None, lease_seconds: float, limit: int
@@ -189,6 +178,47 @@ class Store(Protocol):
     async def notifier(self) -> Notifier:
         """The notifier other parties' state changes reach (starts listening on first use)."""
         ...
+
+
+@runtime_checkable
+class AdminStore(FlowRecords, Protocol):
+    """What clients outside an execution need: records, step history, signals, cancellation."""
+
+    async def list_flows(
+        self,
+        *,
+        state: FlowState | None = None,
+        flow: str | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
+    ) -> list[FlowStatus]:
+        """Flows, newest first, filtered by state, flow name or parent."""
+        ...
+
+    async def load_steps(self, flow_id: str) -> list[StepRecord]:
+        """All recorded steps of a flow, in one read."""
+        ...
+
+    async def send_signal(
+        self, flow_id: str, name: str, payload: str, signal_id: str | None = None
+    ) -> bool:
+        """Queue a signal; False if `signal_id` was already delivered to this flow.
+
+        Moves the flow's event counter; a suspended flow becomes `pending`.
+        """
+        ...
+
+    async def request_cancel(self, flow_id: str) -> FlowStatus | None:
+        """Cancel a flow: pending or suspended flows (and running ones whose lease expired) end
+        `cancelled` at once; running ones get `cancel_requested` and stop at their next step.
+        """
+        ...
+
+
+@runtime_checkable
+class Store(ExecutionStore, QueueStore, AdminStore, Protocol):
+    """Durable storage for flows, their step checkpoints and their signals: every part, and
+    closing. `async with store:` closes it on the way out."""
 
     async def close(self) -> None: ...
 

@@ -9,8 +9,7 @@ from typing import Any
 from ergon.core import replay
 from ergon.core.branches import operation
 from ergon.core.context import Scope, flow_scope
-from ergon.core.outcomes import SuspendReason
-from ergon.core.records import StepRecord, StepState, utcnow
+from ergon.core.records import StepRecord, StepState, SuspendReason, utcnow
 from ergon.core.retry import seconds
 
 SLEEP = "sleep"
@@ -29,23 +28,23 @@ def sleep(duration: float | timedelta) -> Coroutine[Any, Any, None]:
 @operation
 async def _sleep(scope: Scope, key: str, duration: float) -> None:
     ctx = scope.flow
-    ctx.check()
+    ctx.stop.check()
     record = replay.recorded(ctx, key, "sleep", SLEEP)
     if record is not None and record.state == "completed":
-        ctx.steps_replayed += 1
         return
     now = utcnow()
     if record is not None and record.fire_at is not None:
         fire_at = record.fire_at
     else:
         fire_at = now + timedelta(seconds=max(duration, 0.0))
+    attempt = ctx.identity.attempt
     if fire_at <= now:
         began = record.started_at if record is not None and record.started_at else now
-        await ctx.save(_record(key, "completed", fire_at, began, ctx.attempt, now))
+        await ctx.save(_record(key, "completed", fire_at, began, attempt, now))
         return
     if record is None:
-        await ctx.save(_record(key, "waiting", fire_at, now, ctx.attempt, None))
-    raise ctx.suspend(SuspendReason("timer", None, fire_at))
+        await ctx.save(_record(key, "waiting", fire_at, now, attempt, None))
+    raise ctx.stop.suspend(SuspendReason("timer", None, fire_at))
 
 
 def _record(

@@ -1,4 +1,7 @@
-"""`ergon.Client`: manage flows in a store — schedule, signal, inspect, wait, cancel."""
+"""`ergon.Client`: manage flows in a store — schedule, signal, inspect, wait, cancel, end.
+
+Internal module: use `ergon.Client`.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,21 @@ import asyncio
 import builtins
 import time
 import uuid
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from ergon.core import codec
-from ergon.core.children import outcome_of
-from ergon.core.errors import FlowNotFoundError
-from ergon.core.flow import Flow, entry_point
+from ergon.core.definition import entry_point
+from ergon.core.errors import ErrorInfo, FlowNotFoundError
+from ergon.core.flow import Flow
 from ergon.core.identifiers import (
     check_flow_id,
     check_lookup_id,
     check_signal_id,
     check_signal_name,
 )
-from ergon.core.outcomes import Outcome
+from ergon.core.outcomes import Outcome, outcome_of
 from ergon.core.records import (
     FLOW_STATES,
     FlowEnd,
@@ -30,6 +35,7 @@ from ergon.core.records import (
 from ergon.core.store import Store
 
 POLL_SECONDS = 1.0
+OWNER = "ergon.Client"  # the owner recorded when a client takes a flow over to end it
 
 
 class Client:
@@ -39,7 +45,7 @@ class Client:
         self.store = store
 
     async def schedule(
-        self, flow: Flow, flow_id: str | uuid.UUID | None = None, version: str | None = None
+        self, flow: Flow, *, flow_id: str | uuid.UUID | None = None, version: str | None = None
     ) -> str:
         """Queue `flow` for workers; returns its id. Idempotent on `flow_id`.
 
@@ -61,11 +67,37 @@ class Client:
         status, _ = await self.store.create_flow(new)
         return status.id
 
+    async def schedule_by_name(
+        self,
+        flow: str,
+        input: Mapping[str, Any],
+        *,
+        flow_id: str | uuid.UUID | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Queue the flow named `flow` (its `Flow.flow_name()`) without importing its class;
+        returns its id. Idempotent on `flow_id`.
+
+        For schedulers that only know a flow by name, such as the operator. The input is
+        validated only when a worker runs the flow: one that does not validate then fails the
+        flow with `FailureCode.INVALID_INPUT`, an unknown name with `INVALID_FLOW`.
+        """
+        new = NewFlow(
+            id=check_flow_id(flow_id) if flow_id is not None else str(uuid.uuid4()),
+            flow=flow,
+            input=codec.dump(dict(input), what=f"flow {flow!r} input"),
+            state="pending",
+            version=version,
+        )
+        status, _ = await self.store.create_flow(new)
+        return status.id
+
     async def signal(
         self,
         flow_id: str | uuid.UUID,
         name: str,
         payload: Any = None,
+        *,
         signal_id: str | None = None,
     ) -> bool:
         """Send signal `name` to a flow; False if `signal_id` was already delivered.
@@ -89,7 +121,7 @@ class Client:
             raise FlowNotFoundError(f"no flow with id {ident!r} in {self.store!r}")
         return status
 
-    async def wait(self, flow_id: str | uuid.UUID, timeout: float | None = None) -> Outcome:
+    async def wait(self, flow_id: str | uuid.UUID, *, timeout: float | None = None) -> Outcome:
         """Wait until the flow completes, fails or is cancelled; returns that outcome.
 
         Raises `TimeoutError` after `timeout` seconds.
@@ -111,12 +143,21 @@ class Client:
                 remaining = min(remaining, left)
             await notifier.wait(mark, remaining)
 
-    async def cancel(self, flow_id: str | uuid.UUID) -> FlowStatus:
+    async def cancel(
+        self, flow_id: str | uuid.UUID, *, force: bool = False, owner: str = OWNER
+    ) -> FlowStatus:
         """Cancel a flow and its unfinished children.
 
         A pending or suspended flow is cancelled at once; a running one stops at its next step
         boundary (its state becomes `cancelled` then).
+
+        `force=True` records the flow cancelled at once, running or not, by taking it over as
+        `owner`: the executor running it is fenced out (its later writes are refused) and its
+        children are left alone. For when the processes running the flow are being stopped
+        anyway, as the operator does when it deletes a FlowRun's pods.
         """
+        if force:
+            return await self._end(flow_id, FlowEnd("cancelled"), owner=owner)
         ident = check_lookup_id(flow_id)
         status = await self.store.request_cancel(ident)
         if status is None:
@@ -125,13 +166,42 @@ class Client:
         await asyncio.gather(*(self.cancel(c.id) for c in children if not c.is_terminal))
         return status
 
-    async def list(
-        self, state: FlowState | None = None, flow: str | None = None, limit: int = 100
+    async def fail_flow(
+        self, flow_id: str | uuid.UUID, *, error: ErrorInfo, owner: str = OWNER
+    ) -> FlowStatus:
+        """Record the flow failed with `error` now, from outside any executor (a flow that
+        cannot run, a deadline that passed): the flow is taken over as `owner`, which fences out
+        any executor still running it. A flow that already ended is returned unchanged.
+        """
+        return await self._end(flow_id, FlowEnd("failed", error=error), owner=owner)
+
+    async def _end(self, flow_id: str | uuid.UUID, end: FlowEnd, *, owner: str) -> FlowStatus:
+        return await end_flow(self.store, await self.status(flow_id), end, owner=owner)
+
+    async def list_flows(
+        self,
+        *,
+        state: FlowState | None = None,
+        flow: str | None = None,
+        parent_id: str | None = None,
+        limit: int = 100,
     ) -> list[FlowStatus]:
-        """Flows, newest first, optionally only those in `state` or of flow name `flow`."""
+        """Flows, newest first, optionally only those in `state`, of flow name `flow` or
+        children of `parent_id`."""
         if state is not None and state not in FLOW_STATES:
             raise ValueError(f"unknown flow state {state!r}; use one of {', '.join(FLOW_STATES)}")
-        return await self.store.list_flows(state=state, flow=flow, limit=limit)
+        return await self.store.list_flows(state=state, flow=flow, parent_id=parent_id, limit=limit)
+
+    async def list(
+        self, state: FlowState | None = None, flow: str | None = None, limit: int = 100
+    ) -> builtins.list[FlowStatus]:
+        """Deprecated (it shadows the builtin): use `list_flows`. Kept for one release."""
+        warnings.warn(
+            "ergon.Client.list() is deprecated; use Client.list_flows()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.list_flows(state=state, flow=flow, limit=limit)
 
     async def steps(self, flow_id: str | uuid.UUID) -> builtins.list[StepRecord]:
         """The flow's recorded steps in position order."""
@@ -143,6 +213,8 @@ async def end_flow(store: Store, flow: FlowStatus, end: FlowEnd, *, owner: str) 
     """End a flow from outside an executor (a flow that cannot run, a deadline, a cancellation
     on behalf of a dead worker): take the flow over, which fences out any executor still alive,
     then record `end`. A flow that already ended is returned unchanged.
+
+    Internal: `Client.fail_flow` and `Client.cancel(force=True)` are the public way.
     """
     opened = await store.open_flow(
         NewFlow(flow.id, flow.flow, flow.input, "running", flow.version, flow.parent_id),

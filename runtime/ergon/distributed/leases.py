@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ergon.core.errors import StoreError
 from ergon.core.fencing import lease_clock
 from ergon.core.records import Lease
-from ergon.core.store import Renewal, Store
+from ergon.core.store import QueueStore, Renewal
 
 log = logging.getLogger("ergon.worker")
 
@@ -29,7 +29,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        store: Store,
+        store: QueueStore,
         owner: str,
         lease_seconds: float,
         leases: Callable[[], list[Lease]],

@@ -1,5 +1,7 @@
 """`ergon.run`: run one flow to its end in this process; `execute_watched`: one execution of a
 flow owned without a lease (the operator's worker pods), fenced like a worker's.
+
+Internal module: use `ergon.run`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from ergon.core.errors import FlowCancelledError, FlowFailed, StoreError
+from ergon.core.errors import FlowCancelledError, FlowFailedError, StoreError
 from ergon.core.executor import Executor
 from ergon.core.fencing import LeaseDeadline, lease_clock
 from ergon.core.flow import Flow
@@ -27,11 +29,11 @@ POLL_SECONDS = 1.0
 
 
 async def run(
-    flow: Flow, store: Store | None = None, flow_id: str | uuid.UUID | None = None
+    flow: Flow, *, store: Store | None = None, flow_id: str | uuid.UUID | None = None
 ) -> Any:
     """Run `flow` until it ends, sleeping through its timers and waiting for its signals.
 
-    Returns the flow's value; raises `ergon.FlowFailed` if it fails (and
+    Returns the flow's value; raises `ergon.FlowFailedError` if it fails (and
     `ergon.FlowCancelledError` if it is cancelled). `store=None` uses the SQLite file
     `ergon.db` in the working directory. Pass `flow_id` to resume a flow started earlier.
     """
@@ -46,7 +48,7 @@ async def run(
                 case Completed(value=value):
                     return value
                 case Failed(error=error):
-                    raise FlowFailed(ident, error)
+                    raise FlowFailedError(ident, error)
                 case Cancelled():
                     raise FlowCancelledError(ident)
                 case Suspended(reason=reason):
@@ -89,7 +91,7 @@ async def execute_watched(
     over at any time (the operator starts a new pod once it sees this one gone). Every third of
     `lease_seconds` the execution confirms with the store that its epoch is still current; if
     it cannot confirm for `lease_seconds` (less the safety margin), or learns it was taken
-    over, it starts no further step, attempt or wake-up (`ergon.LeaseLost`).
+    over, it starts no further step, attempt or wake-up (`ergon.LeaseLostError`).
     """
     deadline = LeaseDeadline(lease_seconds=lease_seconds, confirmed_at=lease_clock())
     executor = Executor(flow_id, flow, store, flow_retries=flow_retries, deadline=deadline)
@@ -105,8 +107,8 @@ async def execute_watched(
 async def _confirm_ownership(executor: Executor, deadline: LeaseDeadline, every: float) -> None:
     while True:
         await asyncio.sleep(every)
-        context = executor.context
-        if context is None:
+        epoch = executor.epoch
+        if epoch is None:
             continue  # still opening: the open itself confirms ownership
         sent_at = lease_clock()
         try:
@@ -114,7 +116,7 @@ async def _confirm_ownership(executor: Executor, deadline: LeaseDeadline, every:
         except StoreError as exc:
             log.warning("could not confirm ownership of flow %s: %s", executor.flow_id, exc)
             continue
-        if status is not None and status.epoch == context.epoch and status.state == "running":
+        if status is not None and status.epoch == epoch and status.state == "running":
             deadline.confirm(sent_at=sent_at)
         else:
             deadline.revoke()

@@ -1,4 +1,7 @@
-"""`ergon.Scheduler`: queue flows for workers, under a deployment version."""
+"""`ergon.Scheduler`: queue flows for workers, under a deployment version.
+
+Internal module: use `ergon.Scheduler`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ class Scheduler:
         flow_id = await scheduler.schedule(Order(order_id="A1"))
     """
 
-    def __init__(self, store: Store, version: str | None = None) -> None:
+    def __init__(self, store: Store, *, version: str | None = None) -> None:
         self.store = store
         self.version = version
 
@@ -28,17 +31,17 @@ class Scheduler:
         """A scheduler whose flows carry `version`."""
         if not isinstance(version, str) or not version:
             raise ValueError("a deployment version must be a non-empty string")
-        return Scheduler(self.store, version)
+        return Scheduler(self.store, version=version)
 
     def unversioned(self) -> Scheduler:
         """A scheduler whose flows any worker may run."""
-        return Scheduler(self.store, None)
+        return Scheduler(self.store, version=None)
 
     def from_env(self) -> Scheduler:
         """A scheduler versioned by `$DEPLOY_VERSION` (unversioned when it is unset or empty)."""
-        return Scheduler(self.store, os.environ.get(VERSION_ENV) or None)
+        return Scheduler(self.store, version=os.environ.get(VERSION_ENV) or None)
 
-    async def schedule(self, flow: Flow, flow_id: str | uuid.UUID | None = None) -> str:
+    async def schedule(self, flow: Flow, *, flow_id: str | uuid.UUID | None = None) -> str:
         """Queue `flow`; returns its id. Scheduling an id that exists changes nothing.
 
         An id not every store can hold raises `ergon.IdentifierError`, input holding NaN or

@@ -21,10 +21,18 @@ from typing import Any
 
 import pydantic
 
-from ergon.core.errors import FlowDefinitionError, FlowError, LeaseLost, StoreError
+from ergon.core.children import queue_child
+from ergon.core.definition import entry_point
+from ergon.core.errors import (
+    ErrorInfo,
+    FailureCode,
+    FlowDefinitionError,
+    LeaseLostError,
+    StoreError,
+)
 from ergon.core.executor import Executor
 from ergon.core.fencing import LeaseDeadline, lease_clock
-from ergon.core.flow import Flow, entry_point
+from ergon.core.flow import Flow
 from ergon.core.outcomes import Outcome
 from ergon.core.records import FlowEnd, FlowStatus, Lease, utcnow
 from ergon.core.store import Renewal, Store
@@ -40,7 +48,6 @@ class _Execution:
     deadline: LeaseDeadline
     task: asyncio.Task[None] | None = None
     executor: Executor | None = None
-    cancel_requested: bool = False
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Worker:
         self,
         store: Store,
         name: str | None = None,
+        *,
         flows: list[type[Flow]] | None = None,
         concurrency: int = 16,
         version: str | None = None,
@@ -188,7 +196,7 @@ class Worker:
                 self.store,
                 lease=lease,
                 owner=self.name,
-                inline_children=False,
+                children=queue_child,
                 flow_retries=True,
                 deadline=execution.deadline,
             )
@@ -196,7 +204,7 @@ class Worker:
             outcome: Outcome = await executor.execute()
             outcome_name = type(outcome).__name__.lower()
             log.debug("worker %s: flow %s -> %s", self.name, flow.id, outcome)
-        except LeaseLost as exc:
+        except LeaseLostError as exc:
             log.info("worker %s: %s", self.name, exc)
         except asyncio.CancelledError:
             raise
@@ -215,8 +223,8 @@ class Worker:
         cls = self.flows.get(flow.flow)
         if cls is None:
             known = ", ".join(sorted(self.flows)) or "none"
-            error = FlowError(
-                "UnknownFlow",
+            error = ErrorInfo(
+                FailureCode.INVALID_FLOW,
                 f"flow {flow.flow!r} is not registered with worker {self.name} (it runs: {known}); "
                 "pass its class in Worker(flows=[...]) or `ergon worker --import` its module",
                 False,
@@ -225,8 +233,8 @@ class Worker:
             try:
                 return cls.model_validate_json(flow.input)
             except pydantic.ValidationError as exc:
-                error = FlowError(
-                    "InvalidInput",
+                error = ErrorInfo(
+                    FailureCode.INVALID_INPUT,
                     f"the recorded input of flow {flow.id} does not validate against "
                     f"{flow.flow}: {exc}",
                     False,
@@ -261,9 +269,7 @@ class Worker:
         for flow_id in renewal.cancel_requested:
             execution = self._running.get(flow_id)
             if execution is not None and execution.executor is not None:
-                context = execution.executor.context
-                if context is not None:
-                    context.cancel_requested = True
+                execution.executor.request_cancel()
 
     # --- stopping ------------------------------------------------------------------------------
 

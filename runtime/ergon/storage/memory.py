@@ -7,9 +7,8 @@ import itertools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError
+from ergon.core.errors import FencedError
 from ergon.core.records import (
-    TERMINAL_STATES,
     FlowEnd,
     FlowState,
     FlowStatus,
@@ -22,6 +21,7 @@ from ergon.core.records import (
     utcnow,
 )
 from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage import transitions
 from ergon.storage.base import StoreLifecycle
 
 
@@ -48,54 +48,30 @@ class MemoryStore(StoreLifecycle):
     # --- executing ------------------------------------------------------------------------
 
     async def open_flow(self, new: NewFlow, *, owner: str) -> OpenedFlow:
-        flow = self._flows.get(new.id)
-        if flow is None:
-            now = utcnow()
-            flow = FlowStatus(
-                id=new.id,
-                flow=new.flow,
-                state="running",
-                input=new.input,
-                created_at=now,
-                updated_at=now,
-                version=new.version,
-                parent_id=new.parent_id,
-            )
-        elif flow.flow != new.flow:
-            raise FlowMismatchError(
-                f"flow id {new.id!r} is recorded as flow {flow.flow!r}, not {new.flow!r}"
-            )
+        now = utcnow()
+        flow = self._flows.get(new.id) or transitions.created(new, "running", now)
+        if (refusal := transitions.open_refusal(flow, new)) is not None:
+            raise refusal
         if flow.is_terminal:
             return OpenedFlow(flow, [], None)
-        flow = dataclasses.replace(
-            flow,
-            state="running",
-            epoch=flow.epoch + 1,
-            lease_owner=owner,
-            lease_expires_at=None,
-            waiting_for=None,
-            wake_at=None,
-            updated_at=utcnow(),
-        )
-        self._flows[new.id] = flow
+        flow = self._flows[new.id] = transitions.take_over(flow, owner, now)
         lease = Lease(new.id, flow.epoch, owner, None)
         return OpenedFlow(flow, self._sorted_steps(new.id), lease)
 
     async def resume_flow(self, lease: Lease) -> OpenedFlow:
-        flow = self._require(lease.flow_id)
-        if flow.epoch != lease.epoch:
-            raise FencedError(f"flow {lease.flow_id} is held under a newer epoch")
+        flow = self._flows.get(lease.flow_id)
+        if flow is None or not transitions.resumable(flow, lease.epoch):
+            raise FencedError.stale(lease.flow_id, lease.epoch)
         return OpenedFlow(flow, self._sorted_steps(lease.flow_id), lease)
 
     async def save_step(
         self, flow_id: str, step: StepRecord, *, epoch: int | None, consumes: int | None = None
     ) -> None:
-        flow = self._require(flow_id)
-        if epoch is not None:
-            if flow.epoch != epoch or flow.state != "running":
-                raise FencedError(f"flow {flow_id} is held by another executor")
-            if flow.cancel_requested:
-                raise CancelRequestedError(f"flow {flow_id} is being cancelled")
+        flow = self._flows.get(flow_id)
+        if flow is None:
+            raise FencedError.missing(flow_id)
+        if epoch is not None and not transitions.accepts_checkpoint(flow, epoch):
+            raise transitions.checkpoint_refusal(flow, flow_id, epoch)
         if consumes is not None:
             for signal in self._signals.get(flow_id, []):
                 if signal.record.seq == consumes:
@@ -103,28 +79,12 @@ class MemoryStore(StoreLifecycle):
         self._steps.setdefault(flow_id, {})[step.key] = step
 
     async def finish_flow(self, flow_id: str, end: FlowEnd, *, epoch: int | None) -> FlowStatus:
-        flow = self._require(flow_id)
-        if epoch is not None and flow.epoch != epoch:
-            raise FencedError(f"flow {flow_id} is held by another executor")
-        state: FlowState = end.state
-        if state == "suspended" and flow.events > end.seen_events:
-            state = "pending"
-        flow = dataclasses.replace(
-            flow,
-            state=state,
-            result=end.result if end.result is not None else flow.result,
-            error=end.error if end.error is not None else flow.error,
-            waiting_for=end.waiting_for if state in ("suspended", "pending") else None,
-            wake_at=end.wake_at if state == "suspended" else None,
-            attempts=end.attempts if end.attempts is not None else flow.attempts,
-            lease_owner=None,
-            lease_expires_at=None,
-            cancel_requested=flow.cancel_requested and state not in TERMINAL_STATES,
-            updated_at=utcnow(),
-        )
-        self._flows[flow_id] = flow
-        if state in TERMINAL_STATES and flow.parent_id:
-            self._wake(flow.parent_id)
+        flow = self._flows.get(flow_id)
+        if flow is None or not transitions.accepts_end(flow, epoch):
+            raise transitions.end_refusal(flow, flow_id, epoch)
+        now = utcnow()
+        flow = self._flows[flow_id] = transitions.finish(flow, end, now)
+        self._wake(transitions.parent_to_wake(flow), now)
         self._notifier.notify()
         return flow
 
@@ -134,18 +94,7 @@ class MemoryStore(StoreLifecycle):
         existing = self._flows.get(new.id)
         if existing is not None:
             return existing, False
-        now = utcnow()
-        flow = FlowStatus(
-            id=new.id,
-            flow=new.flow,
-            state=new.state,
-            input=new.input,
-            created_at=now,
-            updated_at=now,
-            version=new.version,
-            parent_id=new.parent_id,
-        )
-        self._flows[new.id] = flow
+        flow = self._flows[new.id] = transitions.created(new, new.state, utcnow())
         self._notifier.notify()
         return flow, True
 
@@ -182,9 +131,10 @@ class MemoryStore(StoreLifecycle):
             if (flow_id, signal_id) in self._signal_ids:
                 return False
             self._signal_ids.add((flow_id, signal_id))
-        record = SignalRecord(next(self._seq), flow_id, name, payload, signal_id, utcnow())
+        now = utcnow()
+        record = SignalRecord(next(self._seq), flow_id, name, payload, signal_id, now)
         self._signals.setdefault(flow_id, []).append(_Signal(record))
-        self._wake(flow_id)
+        self._wake(flow_id, now)
         self._notifier.notify()
         return True
 
@@ -201,22 +151,8 @@ class MemoryStore(StoreLifecycle):
         if flow is None or flow.is_terminal:
             return flow
         now = utcnow()
-        lease_dead = flow.lease_expires_at is not None and flow.lease_expires_at < now
-        if flow.state in ("pending", "suspended") or (flow.state == "running" and lease_dead):
-            flow = dataclasses.replace(
-                flow,
-                state="cancelled",
-                waiting_for=None,
-                wake_at=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            if flow.parent_id:
-                self._wake(flow.parent_id)
-        else:
-            flow = dataclasses.replace(flow, cancel_requested=True, updated_at=now)
-        self._flows[flow_id] = flow
+        flow = self._flows[flow_id] = transitions.cancel(flow, now)
+        self._wake(transitions.parent_to_wake(flow), now)
         self._notifier.notify()
         return flow
 
@@ -226,28 +162,19 @@ class MemoryStore(StoreLifecycle):
         now = utcnow()
         expires = now + timedelta(seconds=lease_seconds)
         claimed: list[tuple[FlowStatus, Lease]] = []
-        next_wake = None
+        next_wake: datetime | None = None
         candidates = sorted(self._flows.values(), key=lambda f: (f.updated_at, f.id))
         for flow in candidates:
-            if flow.version is not None and flow.version != version:
+            if not transitions.may_claim(flow, version):
                 continue
-            due = _due_at(flow)
-            if due is None:
-                continue
-            if due > now:
-                next_wake = due if next_wake is None else min(next_wake, due)
+            if not transitions.is_runnable(flow, now):
+                due = transitions.runnable_at(flow)
+                if due is not None and due > now:
+                    next_wake = due if next_wake is None else min(next_wake, due)
                 continue
             if len(claimed) >= limit:
                 continue
-            flow = dataclasses.replace(
-                flow,
-                state="running",
-                epoch=flow.epoch + 1,
-                lease_owner=owner,
-                lease_expires_at=expires,
-                updated_at=now,
-            )
-            self._flows[flow.id] = flow
+            flow = self._flows[flow.id] = transitions.claim(flow, owner, expires, now)
             claimed.append((flow, Lease(flow.id, flow.epoch, owner, expires)))
         return Claimed(claimed, next_wake)
 
@@ -258,7 +185,7 @@ class MemoryStore(StoreLifecycle):
         expires = utcnow() + timedelta(seconds=lease_seconds)
         for lease in leases:
             flow = self._flows.get(lease.flow_id)
-            if flow is None or flow.epoch != lease.epoch or flow.state != "running":
+            if flow is None or not transitions.holds(flow, lease.epoch):
                 renewal.lost.add(lease.flow_id)
                 continue
             self._flows[flow.id] = dataclasses.replace(flow, lease_expires_at=expires)
@@ -274,35 +201,10 @@ class MemoryStore(StoreLifecycle):
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _require(self, flow_id: str) -> FlowStatus:
-        flow = self._flows.get(flow_id)
-        if flow is None:
-            raise FencedError(f"flow {flow_id} does not exist")
-        return flow
-
     def _sorted_steps(self, flow_id: str) -> list[StepRecord]:
         return sorted(self._steps.get(flow_id, {}).values(), key=lambda s: key_tuple(s.key))
 
-    def _wake(self, flow_id: str) -> None:
-        flow = self._flows.get(flow_id)
-        if flow is None:
-            return
-        state: FlowState = "pending" if flow.state == "suspended" else flow.state
-        self._flows[flow_id] = dataclasses.replace(
-            flow,
-            events=flow.events + 1,
-            state=state,
-            wake_at=None if state == "pending" else flow.wake_at,
-            updated_at=utcnow(),
-        )
-
-
-def _due_at(flow: FlowStatus) -> datetime | None:
-    """When a flow becomes claimable by time alone (None: not by time)."""
-    if flow.state == "pending":
-        return flow.created_at
-    if flow.state == "suspended":
-        return flow.wake_at
-    if flow.state == "running":
-        return flow.lease_expires_at
-    return None
+    def _wake(self, flow_id: str | None, now: datetime) -> None:
+        flow = self._flows.get(flow_id) if flow_id is not None else None
+        if flow is not None:
+            self._flows[flow.id] = transitions.wake(flow, now)

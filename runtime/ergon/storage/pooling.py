@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ergon.core.errors import StoreError
+from ergon.core.errors import StoreError, StoreValueError
 from ergon.core.store import Notifier
 
 C = TypeVar("C")
@@ -27,6 +27,38 @@ Errors = tuple[type[BaseException], ...]
 log = logging.getLogger("ergon.storage")
 
 RECONNECT_MAX_DELAY = 2.0
+
+
+def driver_error(
+    exc: BaseException,
+    *,
+    backend: str,
+    where: str,
+    what: str,
+    timed_out: bool,
+    unreachable: bool,
+    refused_value: bool,
+    credentials: str,
+) -> StoreError:
+    """A `StoreError` for a driver or socket error of a networked store, saying what to do about
+    it (the backend classifies the error; `credentials` names where they come from)."""
+    if isinstance(exc, StoreError):
+        return exc
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if timed_out:
+        return StoreError(
+            f"{backend} at {where} did not answer in time to {what} ({detail}). Check that the "
+            "server is up, reachable and not overloaded; the next call tries again."
+        )
+    if unreachable:
+        return StoreError(
+            f"cannot reach {backend} at {where} to {what}: {detail}. Check that the server is "
+            f"running and accepts connections there (and {credentials}); the store reconnects "
+            "on the next call."
+        )
+    if refused_value:
+        return StoreValueError(f"{backend} at {where} refused a value ({detail}) to {what}")
+    return StoreError(f"{backend} at {where}: {what} failed: {detail}")
 
 
 async def retry_after(

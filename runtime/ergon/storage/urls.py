@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ergon.core.errors import StoreUrlError
@@ -13,6 +12,7 @@ from ergon.storage.memory import MemoryStore
 from ergon.storage.sqlite import SqliteStore, Synchronous
 
 DEFAULT_SQLITE = "ergon.db"
+_SYNCHRONOUS: dict[str, Synchronous] = {"full": "full", "normal": "normal", "extra": "extra"}
 SCHEMES = "memory://, sqlite:///relative.db, sqlite:////absolute.db, postgresql://…, redis://…"
 
 
@@ -51,15 +51,15 @@ def _sqlite(url: str, rest: str) -> SqliteStore:
     if not path or path.endswith("/"):
         raise StoreUrlError(f"SQLite URL {_shown(url)} names no database file")
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    synchronous = options.pop("synchronous", "full").lower()
-    if synchronous not in ("full", "normal", "extra"):
+    given = options.pop("synchronous", "full").lower()
+    synchronous = _SYNCHRONOUS.get(given)
+    if synchronous is None:
         raise StoreUrlError(
-            f"SQLite URL {_shown(url)}: synchronous must be full, normal or extra, "
-            f"not {synchronous!r}"
+            f"SQLite URL {_shown(url)}: synchronous must be full, normal or extra, not {given!r}"
         )
     if options:
         raise StoreUrlError(f"SQLite URL {_shown(url)}: unknown options {sorted(options)}")
-    return SqliteStore(Path(path), synchronous=cast(Synchronous, synchronous))
+    return SqliteStore(Path(path), synchronous=synchronous)
 
 
 def _postgres(url: str) -> Store:
@@ -67,14 +67,11 @@ def _postgres(url: str) -> Store:
     try:
         from ergon.storage.postgres import PostgresStore
     except ImportError as exc:
-        raise StoreUrlError(
-            f"{_shown(url)} needs the Postgres store: pip install 'ergon[postgres]' ({exc})"
-        ) from exc
+        raise _missing_extra(url, "Postgres", "postgres", exc) from exc
     try:
-        store: Any = PostgresStore(url)
+        return PostgresStore(url)
     except ValueError as exc:
-        raise StoreUrlError(f"Postgres URL {_shown(url)}: {redact(str(exc))}") from exc
-    return cast(Store, store)
+        raise _refused_url(url, "Postgres", exc) from exc
 
 
 def _redis(url: str) -> Store:
@@ -82,14 +79,21 @@ def _redis(url: str) -> Store:
     try:
         from ergon.storage.redis import RedisStore
     except ImportError as exc:
-        raise StoreUrlError(
-            f"{_shown(url)} needs the Redis store: pip install 'ergon[redis]' ({exc})"
-        ) from exc
+        raise _missing_extra(url, "Redis", "redis", exc) from exc
     try:
-        store: Any = RedisStore(url)
+        return RedisStore(url)
     except ValueError as exc:
-        raise StoreUrlError(f"Redis URL {_shown(url)}: {redact(str(exc))}") from exc
-    return cast(Store, store)
+        raise _refused_url(url, "Redis", exc) from exc
+
+
+def _missing_extra(url: str, backend: str, extra: str, exc: ImportError) -> StoreUrlError:
+    return StoreUrlError(
+        f"{_shown(url)} needs the {backend} store: pip install 'ergon[{extra}]' ({exc})"
+    )
+
+
+def _refused_url(url: str, backend: str, exc: ValueError) -> StoreUrlError:
+    return StoreUrlError(f"{backend} URL {_shown(url)}: {redact(str(exc))}")
 
 
 def _check_ports(url: str, backend: str) -> None:

@@ -48,8 +48,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ergon.core.errors import StoreError, StoreValueError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
-from ergon.storage.pooling import Pool, PooledConnections, reconnect
-from ergon.storage.redis_scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, layout_key
+from ergon.storage.pooling import Pool, PooledConnections, driver_error, reconnect
+from ergon.storage.redis.scripts import LAYOUT_VERSION, PRELUDE_FOR, SCRIPTS, layout_key
 
 log = logging.getLogger("ergon.storage.redis")
 
@@ -98,23 +98,17 @@ def describe(url: str) -> str:
 
 
 def store_error(exc: BaseException, *, where: str, what: str) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if isinstance(exc, RedisTimeoutError | TimeoutError):
-        return StoreError(
-            f"Redis at {where} did not answer in time to {what} ({detail}). Check that the "
-            "server is up, reachable and not overloaded; the next call tries again."
-        )
-    if isinstance(exc, _UNREACHABLE):
-        return StoreError(
-            f"cannot reach Redis at {where} to {what}: {detail}. Check that the server is "
-            "running and accepts connections there (and the URL's password); the store "
-            "reconnects on the next call."
-        )
-    if _refuses_value(exc):
-        return StoreValueError(f"Redis at {where} refused a value ({detail}) to {what}")
-    return StoreError(f"Redis at {where}: {what} failed: {detail}")
+    """A `StoreError` for a redis-py or socket error, saying what to do about it."""
+    return driver_error(
+        exc,
+        backend="Redis",
+        where=where,
+        what=what,
+        timed_out=isinstance(exc, RedisTimeoutError | TimeoutError),
+        unreachable=isinstance(exc, _UNREACHABLE),
+        refused_value=_refuses_value(exc),
+        credentials="the URL's password",
+    )
 
 
 def _refuses_value(exc: BaseException) -> bool:
@@ -250,7 +244,7 @@ class Connection(PooledConnections[RedisConnection]):
             log.info(
                 "Redis at %s runs with appendonly=%s appendfsync=%s: checkpoints acknowledged "
                 "shortly before a crash of the machine (or, without AOF, of Redis) can be lost; "
-                "see ergon.storage.redis",
+                "see ergon.storage.redis.store",
                 self.where,
                 config.get("appendonly"),
                 config.get("appendfsync"),

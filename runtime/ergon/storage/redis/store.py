@@ -3,7 +3,7 @@
 Every operation is one round trip: a Lua script for anything that reads and then writes (claims,
 leases, fencing, signals, state changes -- atomic because Redis runs a script alone), a plain
 HGETALL for reads. A step checkpoint is one EVALSHA that checks the epoch fence and writes the
-record (and consumes its signal) together. The key layout is in `ergon.storage.redis_scripts`.
+record (and consumes its signal) together. The key layout is in `ergon.storage.redis.scripts`.
 Nothing carries a TTL, so no live, suspended or finished flow ever expires.
 
 Durability depends on the server's persistence settings; the store's guarantees (a checkpoint
@@ -39,8 +39,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ergon.core.codec import error_from_json, error_to_json, reason_from_json, reason_to_json
-from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError
+from ergon.core.errors import CancelRequestedError, FencedError
 from ergon.core.records import (
     TERMINAL_STATES,
     FlowEnd,
@@ -51,13 +50,13 @@ from ergon.core.records import (
     OpenedFlow,
     SignalRecord,
     StepRecord,
-    key_tuple,
     utcnow,
 )
 from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage import rows, transitions
 from ergon.storage.base import StoreLifecycle
-from ergon.storage.redis_connection import Connection, Subscriber, split_url
-from ergon.storage.redis_scripts import events_channel, flow_key, steps_key
+from ergon.storage.redis.connection import Connection, Subscriber, split_url
+from ergon.storage.redis.scripts import FLOW_FIELDS, events_channel, flow_key, steps_key
 
 DEFAULT_PREFIX = "ergon:"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -123,10 +122,8 @@ class RedisStore(StoreLifecycle):
             idempotent=True,  # a repeated take-over only moves the epoch once more
         )
         flow = _flow(fields)
-        if outcome == "mismatch":
-            raise FlowMismatchError(
-                f"flow id {new.id!r} is recorded as flow {flow.flow!r}, not {new.flow!r}"
-            )
+        if outcome == "mismatch" and (refusal := transitions.open_refusal(flow, new)) is not None:
+            raise refusal
         if outcome == "ended":
             return OpenedFlow(flow, [], None)
         return OpenedFlow(flow, _steps(steps), Lease(new.id, flow.epoch, owner, None))
@@ -139,28 +136,13 @@ class RedisStore(StoreLifecycle):
             idempotent=True,
         )
         if found is None:
-            raise FencedError(f"flow {lease.flow_id} is held under a newer epoch")
+            raise FencedError.stale(lease.flow_id, lease.epoch)
         return OpenedFlow(_flow(found[0]), _steps(found[1]), lease)
 
     async def save_step(
         self, flow_id: str, step: StepRecord, *, epoch: int | None, consumes: int | None = None
     ) -> None:
-        record = json.dumps(
-            [
-                step.name,
-                step.kind,
-                step.state,
-                step.attempts,
-                step.result,
-                error_to_json(step.error),
-                _us(step.started_at),
-                _us(step.completed_at),
-                _us(step.fire_at),
-                step.flow_attempt,
-                step.args_hash,
-            ],
-            separators=(",", ":"),
-        )
+        record = json.dumps(rows.step_values(step, _us)[1:], separators=(",", ":"))
         refused = await self._redis.call(
             f"checkpoint step {step.key} of flow {flow_id}",
             "save_step",
@@ -169,11 +151,9 @@ class RedisStore(StoreLifecycle):
             ride_through=True,
         )
         if refused == 2:
-            raise CancelRequestedError(f"flow {flow_id} is being cancelled")
+            raise CancelRequestedError.requested(flow_id)
         if refused:
-            raise FencedError(
-                f"flow {flow_id} is held by another executor (epoch {epoch} is stale)"
-            )
+            raise FencedError.stale(flow_id, epoch)
 
     async def finish_flow(self, flow_id: str, end: FlowEnd, *, epoch: int | None) -> FlowStatus:
         terminal = end.state in TERMINAL_STATES
@@ -185,8 +165,8 @@ class RedisStore(StoreLifecycle):
                 _opt(epoch),
                 end.state,
                 end.result or "",
-                error_to_json(end.error) or "",
-                "" if terminal else (reason_to_json(end.waiting_for) or ""),
+                rows.error_to_json(end.error) or "",
+                "" if terminal else (rows.reason_to_json(end.waiting_for) or ""),
                 _opt(_us(end.wake_at)) if end.state == "suspended" else "",
                 end.seen_events,
                 _opt(end.attempts),
@@ -194,8 +174,10 @@ class RedisStore(StoreLifecycle):
             idempotent=True,  # the same end recorded again (a parent may be woken twice)
             ride_through=True,
         )
+        if reply[0] == 2:
+            raise FencedError.missing(flow_id)
         if reply[0]:
-            raise FencedError(f"flow {flow_id} is held by another executor")
+            raise FencedError.stale(flow_id, epoch)
         self._notifier.notify()
         return _flow(reply[1])
 
@@ -226,13 +208,13 @@ class RedisStore(StoreLifecycle):
         parent_id: str | None = None,
         limit: int = 100,
     ) -> list[FlowStatus]:
-        rows = await self._redis.call(
+        found = await self._redis.call(
             "list flows",
             "list_flows",
             [state or "", flow or "", parent_id or "", max(0, limit)],
             idempotent=True,
         )
-        return [_flow(fields) for fields in rows]
+        return [_flow(fields) for fields in found]
 
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
         fields = await self._redis.read(
@@ -325,7 +307,7 @@ def _dt(value: int | str) -> datetime:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
-def _dt_or_none(value: str | None) -> datetime | None:
+def _dt_or_none(value: str | int | None) -> datetime | None:
     return None if value is None else _dt(value)
 
 
@@ -337,50 +319,10 @@ def _fields(raw: Sequence[str] | dict[str, str]) -> dict[str, str]:
 
 
 def _flow(raw: Sequence[str] | dict[str, str]) -> FlowStatus:
-    f = _fields(raw)
-    return FlowStatus(
-        id=f["id"],
-        flow=f["flow"],
-        state=f["state"],  # type: ignore[arg-type]
-        input=f["input"],
-        created_at=_dt(f["created"]),
-        updated_at=_dt(f["updated"]),
-        attempts=int(f["attempts"]),
-        version=f.get("version"),
-        parent_id=f.get("parent"),
-        result=f.get("result"),
-        error=error_from_json(f.get("error")),
-        waiting_for=reason_from_json(f.get("waiting")),
-        wake_at=_dt_or_none(f.get("wake")),
-        epoch=int(f["epoch"]),
-        lease_owner=f.get("owner"),
-        lease_expires_at=_dt_or_none(f.get("lease")),
-        cancel_requested="cancel" in f,
-        events=int(f["events"]),
-    )
+    fields = _fields(raw)
+    return rows.flow_from_row([fields.get(name) for name in FLOW_FIELDS], _dt_or_none)
 
 
 def _steps(raw: Sequence[str] | dict[str, str]) -> list[StepRecord]:
-    steps = []
-    for key, text in _fields(raw).items():
-        name, kind, state, attempts, result, error, started, completed, fire, attempt, digest = (
-            json.loads(text)
-        )
-        steps.append(
-            StepRecord(
-                key=key,
-                name=name,
-                state=state,
-                kind=kind,
-                attempts=attempts,
-                result=result,
-                error=error_from_json(error),
-                started_at=None if started is None else _dt(started),
-                completed_at=None if completed is None else _dt(completed),
-                fire_at=None if fire is None else _dt(fire),
-                flow_attempt=attempt,
-                args_hash=digest,
-            )
-        )
-    steps.sort(key=lambda s: key_tuple(s.key))
-    return steps
+    records = ((key, *json.loads(text)) for key, text in _fields(raw).items())
+    return rows.steps_from_rows(records, _dt_or_none)

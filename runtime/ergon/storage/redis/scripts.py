@@ -37,6 +37,28 @@ from __future__ import annotations
 
 LAYOUT_VERSION = 1
 
+# The hash field of each column in `ergon.storage.rows.FLOW_COLUMNS` order.
+FLOW_FIELDS: tuple[str, ...] = (
+    "id",
+    "flow",
+    "input",
+    "state",
+    "version",
+    "parent",
+    "result",
+    "error",
+    "waiting",
+    "wake",
+    "attempts",
+    "epoch",
+    "owner",
+    "lease",
+    "cancel",
+    "events",
+    "created",
+    "updated",
+)
+
 PRELUDE = """
 local P = ARGV[1]
 local TERMINAL = {completed = true, failed = true, cancelled = true}
@@ -53,6 +75,7 @@ local function queue_key(id, name)
   return P .. 'q:' .. string.len(id) .. ':' .. id .. ':' .. name
 end
 -- Re-derive a flow's state and due entries from its hash after a change.
+-- The due score mirrors transitions.runnable_at (the claim takes scores <= now).
 local function reindex(id, old_state)
   local f = redis.call('HMGET', P .. 'f:' .. id,
     'state', 'version', 'updated', 'wake', 'lease', 'created')
@@ -69,6 +92,7 @@ local function reindex(id, old_state)
   else redis.call('ZREM', due_key(f[2]), id) end
 end
 -- An event for the flow: its counter moves, and a suspended flow becomes pending.
+-- Mirrors transitions.wake.
 local function wake(id, now)
   local fk = P .. 'f:' .. id
   local state = redis.call('HGET', fk, 'state')
@@ -107,6 +131,7 @@ return {1, redis.call('HGETALL', fk)}
 """
 
 # ARGV: P, id, flow, input, version, parent, owner -> {outcome, flow, steps}
+# Mirrors transitions.created, open_refusal and take_over.
 OPEN_FLOW = """
 local id = ARGV[2]
 local fk = P .. 'f:' .. id
@@ -127,6 +152,7 @@ return {'held', redis.call('HGETALL', fk), redis.call('HGETALL', P .. 's:' .. id
 """
 
 # ARGV: P, id, epoch -> {flow, steps} | nil when the epoch is not current
+# Mirrors transitions.resumable.
 RESUME_FLOW = """
 local fk = P .. 'f:' .. ARGV[2]
 if redis.call('HGET', fk, 'epoch') ~= ARGV[3] then return false end
@@ -134,6 +160,7 @@ return {redis.call('HGETALL', fk), redis.call('HGETALL', P .. 's:' .. ARGV[2])}
 """
 
 # ARGV: P, id, step key, record, epoch|'', consumed seq|'' -> 0 saved, 1 fenced, 2 cancelling
+# Mirrors transitions.accepts_checkpoint and checkpoint_refusal.
 SAVE_STEP = """
 local id = ARGV[2]
 if ARGV[5] ~= '' then
@@ -156,12 +183,14 @@ return 0
 """
 
 # ARGV: P, id, epoch|'', state, result, error, waiting, wake, seen events, attempts
-#   -> {0, flow} | {1} when fenced
+#   -> {0, flow} | {1} when fenced | {2} when missing
+# Mirrors transitions.accepts_end, settle (the race rule), finish and parent_to_wake.
 FINISH_FLOW = """
 local id = ARGV[2]
 local fk = P .. 'f:' .. id
 local f = redis.call('HMGET', fk, 'epoch', 'state', 'events', 'parent')
-if not f[1] or (ARGV[3] ~= '' and f[1] ~= ARGV[3]) then return {1} end
+if not f[1] then return {2} end
+if ARGV[3] ~= '' and f[1] ~= ARGV[3] then return {1} end
 local state = ARGV[4]
 if state == 'suspended' and tonumber(f[3]) > tonumber(ARGV[9]) then state = 'pending' end
 local now = int(now_us())
@@ -201,6 +230,7 @@ return {seqs[1], redis.call('HGET', P .. 'g:' .. ARGV[2], seqs[1])}
 """
 
 # ARGV: P, id -> {} when missing | {flow}
+# Mirrors transitions.ends_on_cancel and cancel (and parent_to_wake).
 REQUEST_CANCEL = """
 local id = ARGV[2]
 local fk = P .. 'f:' .. id
@@ -223,6 +253,8 @@ return {redis.call('HGETALL', fk)}
 """
 
 # ARGV: P, owner, version|'', lease microseconds, limit -> {next wake|'', flow, flow, ...}
+# Mirrors transitions.is_runnable (through the due index), may_claim (the due keys read) and
+# claim.
 CLAIM_FLOWS = """
 local now = now_us()
 local stamp = int(now)
@@ -265,6 +297,7 @@ return out
 """
 
 # ARGV: P, lease microseconds, id, epoch, id, epoch, ... -> {lost ids, cancel-requested ids}
+# Mirrors transitions.holds.
 RENEW_LEASES = """
 local expires = int(now_us() + tonumber(ARGV[2]))
 local lost, cancel = {}, {}

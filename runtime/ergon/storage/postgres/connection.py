@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import asyncpg
 
-from ergon.core.errors import ErgonError, StoreError, StoreValueError
+from ergon.core.errors import ErgonError, StoreError
 from ergon.core.store import Notifier
 from ergon.storage.base import pop_option
-from ergon.storage.pooling import Pool, PooledConnections, reconnect
-from ergon.storage.postgres_schema import migrate
+from ergon.storage.pooling import Pool, PooledConnections, driver_error, reconnect
+from ergon.storage.postgres.schema import migrate
 
 T = TypeVar("T")
 log = logging.getLogger("ergon.storage.postgres")
@@ -100,25 +100,20 @@ def describe(dsn: str) -> str:
 
 def store_error(exc: BaseException, *, where: str, what: str) -> StoreError:
     """A `StoreError` for a driver or socket error, saying what to do about it."""
-    if isinstance(exc, StoreError):
-        return exc
-    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if isinstance(exc, TimeoutError):
-        return StoreError(
-            f"Postgres at {where} did not answer in time to {what} ({detail}). Check that the "
-            "server is up and reachable and not overloaded; the next call tries again."
-        )
-    if isinstance(exc, _UNREACHABLE):
-        return StoreError(
-            f"cannot reach Postgres at {where} to {what}: {detail}. Check that the server is "
-            "running and accepts connections at that host and port (and the DSN's "
-            "credentials); the store reconnects on the next call."
-        )
     if isinstance(exc, _REFUSED):
+        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
         return StoreError(f"Postgres at {where} refused the connection to {what}: {detail}")
-    if isinstance(exc, _VALUE_REFUSED) and not isinstance(exc, asyncpg.UniqueViolationError):
-        return StoreValueError(f"Postgres at {where} refused a value ({detail}) to {what}")
-    return StoreError(f"Postgres at {where}: {what} failed: {detail}")
+    return driver_error(
+        exc,
+        backend="Postgres",
+        where=where,
+        what=what,
+        timed_out=isinstance(exc, TimeoutError),
+        unreachable=isinstance(exc, _UNREACHABLE),
+        refused_value=isinstance(exc, _VALUE_REFUSED)
+        and not isinstance(exc, asyncpg.UniqueViolationError),
+        credentials="the DSN's credentials",
+    )
 
 
 async def _terminate(conn: asyncpg.Connection) -> None:

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import asyncpg
 
-from ergon.core.codec import error_from_json, error_to_json, reason_from_json, reason_to_json
-from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError, StoreError
+from ergon.core.errors import FencedError, StoreError
 from ergon.core.records import (
     TERMINAL_STATES,
     FlowEnd,
@@ -41,12 +39,12 @@ from ergon.core.records import (
     OpenedFlow,
     SignalRecord,
     StepRecord,
-    key_tuple,
 )
 from ergon.core.store import Claimed, Notifier, Renewal
+from ergon.storage import rows, transitions
 from ergon.storage.base import StoreLifecycle
-from ergon.storage.postgres_connection import Connections, Listener, split_dsn
-from ergon.storage.postgres_schema import check_schema_name, statements
+from ergon.storage.postgres.connection import Connections, Listener, split_dsn
+from ergon.storage.postgres.schema import check_schema_name, statements
 
 DEFAULT_SCHEMA = "ergon"
 
@@ -112,12 +110,10 @@ class PostgresStore(StoreLifecycle):
                 flow = _flow_or_none(await conn.fetchrow(sql.get_flow, new.id))
                 if flow is None:
                     raise StoreError(f"flow {new.id} vanished while being opened")
-                if flow.flow != new.flow:
-                    raise FlowMismatchError(
-                        f"flow id {new.id!r} is recorded as flow {flow.flow!r}, not {new.flow!r}"
-                    )
+                if (refusal := transitions.open_refusal(flow, new)) is not None:
+                    raise refusal
                 return OpenedFlow(flow, [], None)
-            flow = _flow(row)
+            flow = rows.flow_from_row(row)
             steps = [] if row["inserted"] else _steps(await conn.fetch(sql.load_steps, new.id))
             return OpenedFlow(flow, steps, Lease(new.id, flow.epoch, owner, None))
 
@@ -129,8 +125,8 @@ class PostgresStore(StoreLifecycle):
 
         async def work(conn: asyncpg.Connection) -> OpenedFlow:
             flow = _flow_or_none(await conn.fetchrow(sql.get_flow, lease.flow_id))
-            if flow is None or flow.epoch != lease.epoch:
-                raise FencedError(f"flow {lease.flow_id} is held under a newer epoch")
+            if flow is None or not transitions.resumable(flow, lease.epoch):
+                raise FencedError.stale(lease.flow_id, lease.epoch)
             return OpenedFlow(flow, _steps(await conn.fetch(sql.load_steps, lease.flow_id)), lease)
 
         return await self._db.run(f"resume flow {lease.flow_id}", work, idempotent=True)
@@ -139,21 +135,7 @@ class PostgresStore(StoreLifecycle):
         self, flow_id: str, step: StepRecord, *, epoch: int | None, consumes: int | None = None
     ) -> None:
         sql = self._sql
-        args: list[Any] = [
-            flow_id,
-            step.key,
-            step.name,
-            step.kind,
-            step.state,
-            step.attempts,
-            step.result,
-            error_to_json(step.error),
-            step.started_at,
-            step.completed_at,
-            step.fire_at,
-            step.flow_attempt,
-            step.args_hash,
-        ]
+        args: list[object] = [flow_id, *rows.step_values(step)]
         if epoch is not None:
             args.append(epoch)
         if consumes is not None:
@@ -185,8 +167,8 @@ class PostgresStore(StoreLifecycle):
             flow_id,
             end.state,
             end.result,
-            error_to_json(end.error),
-            None if terminal else reason_to_json(end.waiting_for),
+            rows.error_to_json(end.error),
+            None if terminal else rows.reason_to_json(end.waiting_for),
             end.wake_at if end.state == "suspended" else None,
             end.attempts,
             end.seen_events,
@@ -194,13 +176,14 @@ class PostgresStore(StoreLifecycle):
             epoch,
             self._channel,
         )
-        query = self._sql.finish_flow
+        sql = self._sql
 
         async def work(conn: asyncpg.Connection) -> FlowStatus:
-            row = await conn.fetchrow(query, *args)
+            row = await conn.fetchrow(sql.finish_flow, *args)
             if row is None:
-                raise FencedError(f"flow {flow_id} is held by another executor")
-            return _flow(row)
+                flow = _flow_or_none(await conn.fetchrow(sql.get_flow, flow_id))
+                raise transitions.end_refusal(flow, flow_id, epoch)
+            return rows.flow_from_row(row)
 
         # Idempotent enough: the same end recorded again (a parent may be woken twice).
         flow = await self._db.run(
@@ -218,7 +201,7 @@ class PostgresStore(StoreLifecycle):
         async def work(conn: asyncpg.Connection) -> tuple[FlowStatus, bool]:
             row = await conn.fetchrow(sql.create_flow, *args)
             if row is not None:
-                return _flow(row), True
+                return rows.flow_from_row(row), True
             existing = _flow_or_none(await conn.fetchrow(sql.get_flow, new.id))
             if existing is None:
                 raise StoreError(f"flow {new.id} neither created nor found")
@@ -248,7 +231,7 @@ class PostgresStore(StoreLifecycle):
         # One statement text per combination of filters (each prepared once), so every
         # combination gets a plan that uses its index.
         clauses: list[str] = []
-        args: list[Any] = []
+        args: list[object] = []
         for column, value in (("state", state), ("flow", flow), ("parent_id", parent_id)):
             if value is not None:
                 args.append(value)
@@ -259,7 +242,7 @@ class PostgresStore(StoreLifecycle):
         query = f"{self._sql.list_flows}{where} {order}"
 
         async def work(conn: asyncpg.Connection) -> list[FlowStatus]:
-            return [_flow(row) for row in await conn.fetch(query, *args)]
+            return [rows.flow_from_row(row) for row in await conn.fetch(query, *args)]
 
         return await self._db.run("list flows", work, idempotent=True)
 
@@ -309,7 +292,7 @@ class PostgresStore(StoreLifecycle):
         async def work(conn: asyncpg.Connection) -> FlowStatus | None:
             row = await conn.fetchrow(sql.request_cancel, flow_id, channel)
             if row is not None:
-                return _flow(row)
+                return rows.flow_from_row(row)
             return _flow_or_none(await conn.fetchrow(sql.get_flow, flow_id))
 
         flow = await self._db.run(f"cancel flow {flow_id}", work, idempotent=True)
@@ -322,14 +305,14 @@ class PostgresStore(StoreLifecycle):
         query = self._sql.claim_flows
 
         async def work(conn: asyncpg.Connection) -> Claimed:
-            rows = await conn.fetch(query, owner, float(lease_seconds), limit, version)
+            found = await conn.fetch(query, owner, float(lease_seconds), limit, version)
             claimed = []
-            for row in rows:
+            for row in found:
                 if row[0] is None:  # the one row of an empty claim: only `upcoming`
                     continue
-                flow = _flow(row)
+                flow = rows.flow_from_row(row)
                 claimed.append((flow, Lease(flow.id, flow.epoch, owner, flow.lease_expires_at)))
-            next_wake: datetime | None = rows[0][-1] if rows else None
+            next_wake: datetime | None = found[0][-1] if found else None
             return Claimed(claimed, next_wake)
 
         # Not retried: a claim whose commit went unseen holds its flows until the leases expire.
@@ -345,10 +328,10 @@ class PostgresStore(StoreLifecycle):
         query = self._sql.renew_leases
 
         async def work(conn: asyncpg.Connection) -> Renewal:
-            rows = await conn.fetch(query, ids, epochs, float(lease_seconds))
-            held = {row[0] for row in rows}
+            renewed = await conn.fetch(query, ids, epochs, float(lease_seconds))
+            held = {row[0] for row in renewed}
             return Renewal(
-                lost=set(ids) - held, cancel_requested={row[0] for row in rows if row[1]}
+                lost=set(ids) - held, cancel_requested={row[0] for row in renewed if row[1]}
             )
 
         return await self._db.run("renew leases", work, idempotent=True)
@@ -360,55 +343,12 @@ class PostgresStore(StoreLifecycle):
 async def _refuse(conn: asyncpg.Connection, get_flow: str, flow_id: str, epoch: int) -> None:
     """Why a fenced checkpoint was refused (the second query, only on refusal)."""
     flow = _flow_or_none(await conn.fetchrow(get_flow, flow_id))
-    if flow is not None and flow.epoch == epoch and flow.cancel_requested:
-        raise CancelRequestedError(f"flow {flow_id} is being cancelled")
-    raise FencedError(f"flow {flow_id} is held by another executor (epoch {epoch} is stale)")
+    raise transitions.checkpoint_refusal(flow, flow_id, epoch)
 
 
 def _flow_or_none(row: asyncpg.Record | None) -> FlowStatus | None:
-    return None if row is None else _flow(row)
+    return None if row is None else rows.flow_from_row(row)
 
 
-def _flow(row: asyncpg.Record) -> FlowStatus:
-    return FlowStatus(
-        id=row[0],
-        flow=row[1],
-        input=row[2],
-        state=row[3],
-        version=row[4],
-        parent_id=row[5],
-        result=row[6],
-        error=error_from_json(row[7]),
-        waiting_for=reason_from_json(row[8]),
-        wake_at=row[9],
-        attempts=row[10],
-        epoch=row[11],
-        lease_owner=row[12],
-        lease_expires_at=row[13],
-        cancel_requested=row[14],
-        events=row[15],
-        created_at=row[16],
-        updated_at=row[17],
-    )
-
-
-def _steps(rows: Sequence[asyncpg.Record]) -> list[StepRecord]:
-    steps = [
-        StepRecord(
-            key=r[0],
-            name=r[1],
-            kind=r[2],
-            state=r[3],
-            attempts=r[4],
-            result=r[5],
-            error=error_from_json(r[6]),
-            started_at=r[7],
-            completed_at=r[8],
-            fire_at=r[9],
-            flow_attempt=r[10],
-            args_hash=r[11],
-        )
-        for r in rows
-    ]
-    steps.sort(key=lambda s: key_tuple(s.key))
-    return steps
+def _steps(records: Sequence[asyncpg.Record]) -> list[StepRecord]:
+    return rows.steps_from_rows(records)

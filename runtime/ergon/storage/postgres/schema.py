@@ -16,9 +16,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import asyncpg
 
 from ergon.core.errors import StoreError
+from ergon.storage.rows import FLOW_COLUMN_LIST as FLOW_COLUMNS
+from ergon.storage.rows import STEP_COLUMN_LIST as STEP_COLUMNS
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -134,14 +136,6 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> int:
 
 # --- statements ------------------------------------------------------------------------------
 
-FLOW_COLUMNS = (
-    "id, flow, input, state, version, parent_id, result, error, waiting_for, wake_at, attempts, "
-    "epoch, lease_owner, lease_expires_at, cancel_requested, events, created_at, updated_at"
-)
-STEP_COLUMNS = (
-    "key, name, kind, state, attempts, result, error, started_at, completed_at, fire_at, "
-    "flow_attempt, args_hash"
-)
 _TERMINAL = "('completed', 'failed', 'cancelled')"
 _STEP_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13"
 _ON_STEP_CONFLICT = (
@@ -151,7 +145,8 @@ _ON_STEP_CONFLICT = (
     "completed_at = excluded.completed_at, fire_at = excluded.fire_at, "
     "flow_attempt = excluded.flow_attempt, args_hash = excluded.args_hash"
 )
-# The fence: the flow still has this epoch, runs, and nobody asked it to stop. FOR SHARE makes a
+# The fence (mirrors `transitions.accepts_checkpoint`): the flow still has this epoch, runs, and
+# nobody asked it to stop. FOR SHARE makes a
 # concurrent take-over (an UPDATE of the flow row) wait for this checkpoint's commit, and makes
 # this statement re-check the row if the take-over committed first, so a stale executor can
 # never land a checkpoint after the new one has read the steps.
@@ -164,6 +159,7 @@ _CONSUME = (
     "WHERE seq = $15 AND flow_id = $1 AND consumed_at IS NULL"
 )
 # Makes a suspended flow runnable and moves its event counter (a signal, or a child that ended).
+# Mirrors `transitions.wake`.
 _WAKE = (
     "UPDATE {s}.flows SET events = events + 1, "
     "wake_at = CASE WHEN state = 'suspended' THEN NULL ELSE wake_at END, "
@@ -171,9 +167,11 @@ _WAKE = (
     "WHERE id = "
 )
 # Ends at once (rather than at the next step): nobody runs it, or its runner's lease ran out.
+# Mirrors `transitions.ends_on_cancel`.
 _ENDS_NOW = (
     "(state IN ('pending', 'suspended') OR (state = 'running' AND lease_expires_at < now()))"
 )
+# Mirrors `transitions.may_claim`.
 _VERSION_OK = "(version IS NULL OR version = $4)"
 
 
@@ -205,6 +203,7 @@ def statements(schema: str) -> Statements:
     consume = _CONSUME.format(s=s)
     wake = _WAKE.format(s=s)
     return Statements(
+        # Mirrors `transitions.created`, `open_refusal` and `take_over`.
         # Creates the flow or takes it over in one statement. `xmax = 0` tells a fresh insert
         # from an update; no row comes back when the flow ended or has another flow name.
         open_flow=(
@@ -237,6 +236,8 @@ def statements(schema: str) -> Statements:
         ),
         # $2 state, $8 events seen, $9 whether the state is terminal, $10 epoch (NULL: unfenced),
         # $11 the notification channel. A suspension that raced an event becomes pending.
+        # Mirrors `transitions.accepts_end`, `settle` (the race rule), `finish` and
+        # `parent_to_wake`.
         finish_flow=(
             f"WITH done AS (UPDATE {s}.flows SET "
             "state = CASE WHEN $2::text = 'suspended' AND events > $8::bigint THEN 'pending' "
@@ -265,6 +266,7 @@ def statements(schema: str) -> Statements:
             f"SELECT seq, payload, signal_id, sent_at FROM {s}.signals "
             "WHERE flow_id = $1 AND name = $2 AND consumed_at IS NULL ORDER BY seq LIMIT 1"
         ),
+        # Mirrors `transitions.cancel` (and `parent_to_wake`).
         request_cancel=(
             f"WITH ended AS (UPDATE {s}.flows SET "
             f"state = CASE WHEN {_ENDS_NOW} THEN 'cancelled' ELSE state END, "
@@ -278,6 +280,7 @@ def statements(schema: str) -> Statements:
             f"parent AS ({wake}(SELECT parent_id FROM ended WHERE state = 'cancelled')) "
             f"SELECT {FLOW_COLUMNS}, pg_notify($2, $1) FROM ended"
         ),
+        # Mirrors `transitions.is_runnable` and `claim`.
         # $1 owner, $2 lease seconds, $3 limit, $4 version. One row always comes back: the
         # next time a flow becomes runnable by time alone, beside each claimed flow (if any).
         claim_flows=(
@@ -297,6 +300,7 @@ def statements(schema: str) -> Statements:
             f"SELECT {', '.join('claimed.' + c for c in FLOW_COLUMNS.split(', '))}, upcoming.at "
             "FROM upcoming LEFT JOIN claimed ON true"
         ),
+        # Mirrors `transitions.holds`.
         renew_leases=(
             f"UPDATE {s}.flows f SET lease_expires_at = now() + make_interval(secs => $3) "
             "FROM unnest($1::text[], $2::bigint[]) AS l(id, epoch) "
