@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test check bench setup clean
+.PHONY: demo test check bench soak setup clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ check: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks $(ARGS)
+
+# The operator soak (issue 14): 20 minutes of FlowRuns under operator kills, pod deletions and a
+# Postgres outage; writes benchmarks/SOAK.md. Not part of `make test`. ARGS="--quick" for 3 min.
+soak: $(INSTALLED)
+	$(BIN)/python -m benchmarks.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

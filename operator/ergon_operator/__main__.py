@@ -2,19 +2,31 @@
 
 `--help` needs neither a cluster nor the `operator` extra. Every log line goes through
 `RedactingFormatter`, so a store DSN quoted in an error never shows its password.
+
+Startup order, all on one event loop: the health endpoints first (so a standby answers its
+probes), then — with leader election on — block until this replica holds the Lease, then run
+kopf while a task renews the Lease. Losing the Lease exits the process at once (exit status 3):
+kopf and every reconcile stop with it, and the pod restarts as a standby. A clean shutdown
+(SIGTERM) stops kopf and then releases the Lease, so the standby takes over at once; the process
+then exits without waiting for threads still blocked in a call.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import os
+import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ergon import RedactingFormatter, redact
 from ergon_operator.settings import Settings, SettingsError
 
 EXTRA_HINT = "pip install 'ergon[operator]'"
+LOST_LEASE_EXIT = 3
 ENVIRONMENT = """\
 environment:
   ERGON_STORE                   the Postgres DSN of the operator's store (required)
@@ -22,9 +34,17 @@ environment:
   ERGON_WORKER_IMAGE            the worker pods' image
   ERGON_WATCH_NAMESPACE         watch one namespace (default: all)
   ERGON_WORKER_SERVICE_ACCOUNT  the worker pods' service account
-  ERGON_HEALTH_PORT             liveness endpoint port (default 8080)
-  ERGON_RESYNC_SECONDS          seconds between full resyncs (default 30)
+  ERGON_HEALTH_PORT             port of /healthz (liveness) and /readyz (readiness) (default 8080)
+  ERGON_MAX_RUNNING_PODS        at most this many worker pods at once (default: no limit)
+  ERGON_MAX_RUNNING_PODS_PER_NAMESPACE  the same, per namespace (default: no limit)
+  ERGON_WORKERS                 FlowRuns reconciled at once (default 8)
+  ERGON_LEADER_ELECTION         true: act only while holding a Lease (default false; the chart
+                                sets true)
+  ERGON_LEASE_NAME              the Lease's name (default ergon-operator)
+  POD_NAMESPACE, POD_NAME       the Lease's namespace and this replica's identity in it
 """
+
+log = logging.getLogger("ergon.operator")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,22 +60,122 @@ def main(argv: list[str] | None = None) -> None:
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
-        import kopf
+        import kopf  # noqa: F401 - only to fail early with a hint
 
         import ergon_operator.handlers  # noqa: F401 - registers the handlers with kopf
+        from ergon_operator.leadership import ElectionSettings, ElectionSettingsError
     except ImportError as exc:
         _exit(f"needs the operator extra: {EXTRA_HINT} ({exc})")
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:
+        election = ElectionSettings.from_env()
+    except (SettingsError, ElectionSettingsError) as exc:
         _exit(str(exc))
-    kopf.run(
-        standalone=True,
-        clusterwide=settings.watch_namespace is None,
-        namespaces=[settings.watch_namespace] if settings.watch_namespace else [],
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-        memo=kopf.Memo(settings=settings),
+    asyncio.run(_run_then_exit(settings=settings, election=election))
+
+
+async def _run_then_exit(*, settings: Settings, election: Any) -> NoReturn:
+    """Run the operator, then exit without waiting for worker threads: a Kubernetes or store
+    call still hanging in a thread (Python 3.11's `asyncio.run` would wait for it without a
+    limit) must not keep a stopped operator alive once its cleanup and Lease release are done."""
+    code = 0
+    try:
+        await _run(settings=settings, election=election)
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("the operator failed")
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _run(*, settings: Settings, election: Any) -> None:
+    import kopf
+    from kubernetes import client
+
+    from ergon_operator import leadership
+    from ergon_operator.health import HealthServer, StoreCheck
+    from ergon_operator.kube import load_config
+
+    elector: leadership.LeaderElector | None = None
+    if election.enabled:
+        load_config()
+        elector = leadership.LeaderElector(
+            api=client.CoordinationV1Api(client.ApiClient()),
+            namespace=election.namespace,
+            name=election.lease_name,
+            identity=election.identity,
+        )
+    leadership.register(elector)
+    store_check = StoreCheck(dsn=settings.store)
+    health = HealthServer(
+        port=settings.health_port, store_check=store_check, leading=leadership.is_leader
     )
+    await health.start()
+    renewing: asyncio.Task[None] | None = None
+    try:
+        if elector is not None:
+            log.info(
+                "leader election on: %s is a candidate for lease %s/%s",
+                election.identity,
+                election.namespace,
+                election.lease_name,
+            )
+            if not await _until_signal(elector.acquire()):
+                return  # stopped while standing by
+            renewing = asyncio.create_task(elector.keep_leading(on_lost=_lost_lease))
+        await kopf.operator(
+            standalone=True,
+            clusterwide=settings.watch_namespace is None,
+            namespaces=[settings.watch_namespace] if settings.watch_namespace else [],
+            memo=kopf.Memo(settings=settings),
+        )
+    finally:
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        if elector is not None:
+            await elector.release()
+            elector.close()
+        await health.stop()
+        await store_check.close()
+
+
+async def _until_signal(work: Any) -> bool:
+    """Run `work` until done (True) or until SIGTERM/SIGINT (False): a standby that is told to
+    stop must not first wait to become the leader. kopf installs its own handlers later."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.info("stopped while standing by")
+        return False
+    task.result()
+    return True
+
+
+def _lost_lease() -> None:
+    """Stop acting at once: no cleanup that could still write to the cluster or the store."""
+    logging.shutdown()
+    os._exit(LOST_LEASE_EXIT)
 
 
 def _exit(message: str) -> NoReturn:

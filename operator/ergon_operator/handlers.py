@@ -1,14 +1,14 @@
-"""kopf handlers: thin adapters that poke the reconciler. All decisions live elsewhere.
+"""kopf handlers: thin adapters that feed the reconciler's caches. All decisions live elsewhere.
 
 Only event handlers are used (no kopf daemons, timers or deletion handlers), so kopf adds no
-finalizers: deleting a FlowRun is never blocked, even while the operator is down. The operator
-cancels the flow when it sees the deletion; pods go with their FlowRun by owner reference.
+finalizers: deleting a FlowRun is never blocked, even while the operator is down. kopf's watches
+of FlowRuns and Signals (their initial listing included) fill the caches; worker pods are
+watched by the reconciler itself (`watching.PodWatch`), filtered by label on the API server,
+since kopf would receive every pod in the cluster and filter them afterwards.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -17,7 +17,7 @@ import kopf
 import ergon
 from ergon_operator.kube import Kube, load_config
 from ergon_operator.reconciler import Reconciler
-from ergon_operator.resources import FLOWRUN_LABEL, GROUP, VERSION, FlowRun
+from ergon_operator.resources import GROUP, VERSION
 from ergon_operator.settings import Settings
 
 log = logging.getLogger("ergon.operator")
@@ -26,38 +26,28 @@ log = logging.getLogger("ergon.operator")
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo["settings"]
-    settings.posting.level = logging.INFO
+    # kopf would log, and post as a Kubernetes Event, every handler call ("Handler succeeded"):
+    # one API request per watch event for nothing. The reconciler posts the Events that matter.
+    settings.posting.enabled = False
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.persistence.finalizer = "ergon.dev/kopf"  # unused: no handler needs a finalizer
     if config.watch_namespace:
         settings.scanning.disabled = True
     load_config()
+    # Opening a store connects lazily: an unreachable store only delays reconciles (logged
+    # once), it does not stop the operator from starting, watching and answering probes.
     store = ergon.open_store(config.store)
-    await store.get_flow("ergon-operator-startup-check")  # fail fast on an unreachable store
-    reconciler = Reconciler(config, store, Kube())
+    reconciler = Reconciler(config, store, Kube(), workers=config.workers)
     memo["store"] = store
     memo["reconciler"] = reconciler
-    memo["resync"] = asyncio.create_task(_resync_forever(reconciler, config))
+    await reconciler.start()
     log.info("ergon operator started (namespace: %s)", config.watch_namespace or "all")
-
-
-async def _resync_forever(reconciler: Reconciler, config: Settings) -> None:
-    while True:
-        await asyncio.sleep(config.resync_seconds)
-        try:
-            await reconciler.resync(config.watch_namespace)
-        except Exception:
-            log.exception("periodic resync failed")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.stop()
@@ -69,37 +59,14 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "flowruns")
 async def flowrun_changed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     reconciler: Reconciler = memo["reconciler"]
-    run = FlowRun.parse(event["object"])
-    if event.get("type") == "DELETED":
-        await reconciler.forget(run)
-        return
-    observed = run.status.observed_generation
-    if event.get("type") == "MODIFIED" and observed == run.generation and not run.deleting:
-        return  # only our own status patch: nothing new to act on
-    reconciler.poke(run.key)
-
-
-@kopf.on.event("", "v1", "pods", labels={FLOWRUN_LABEL: kopf.PRESENT})
-async def pod_changed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    meta = event["object"].get("metadata") or {}
-    owner = (meta.get("labels") or {}).get(FLOWRUN_LABEL)
-    if owner:
-        memo["reconciler"].poke((meta.get("namespace") or "default", owner))
+    reconciler.flowrun_event(event.get("type"), dict(event["object"]))
 
 
 @kopf.on.event(GROUP, VERSION, "signals")
 async def signal_changed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    if event.get("type") == "DELETED":
-        return
-    meta = event["object"].get("metadata") or {}
-    phase = (event["object"].get("status") or {}).get("phase")
-    if phase in ("Delivered", "Rejected"):
-        return
-    await memo["reconciler"].signal(meta.get("namespace") or "default", meta.get("name"))
+    reconciler: Reconciler = memo["reconciler"]
+    reconciler.signal_event(event.get("type"), dict(event["object"]))
 
 
-@kopf.on.probe(id="store")
-async def store_reachable(memo: kopf.Memo, **_: Any) -> str:
-    store: ergon.Store = memo["store"]
-    await store.get_flow("ergon-operator-probe")
-    return "ok"
+# Liveness and readiness are served by ergon_operator.health (not kopf's probes: a store read
+# in a liveness probe hangs while Postgres is down and restarts the operator in a loop).

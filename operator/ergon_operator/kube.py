@@ -3,12 +3,16 @@
 The client is synchronous; calls run in worker threads. Responses are read as plain JSON dicts
 (`_preload_content=False`) — the decisions work on dicts, and skipping the client's model
 classes keeps the operator light. 404 on delete and 409 on create mean "already done".
+
+Every request is counted per verb and resource (`request_counts`): the operator's cost in API
+requests is a number the benchmark and tests read, not a guess.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +23,19 @@ from ergon_operator.resources import FLOWRUN_LABEL, GROUP, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 TIMEOUT = 30
+PAGE = 500
+
+_requests: Counter[tuple[str, str]] = Counter()
+
+
+def count_request(verb: str, resource: str) -> None:
+    """Count one API request (`verb` as in RBAC: get, list, watch, create, patch, delete)."""
+    _requests[(verb, resource)] += 1
+
+
+def request_counts() -> dict[tuple[str, str], int]:
+    """The operator's own API requests so far, per (verb, resource) — kopf's watches excluded."""
+    return dict(_requests)
 
 
 def load_config() -> None:
@@ -37,48 +54,74 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
-    async def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(
-            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "flowruns", name
-        )
-
-    async def list_flowruns(self, namespace: str | None) -> list[dict[str, Any]]:
+    async def list_worker_pods(
+        self, namespace: str | None, *, limit: int = PAGE, continue_: str | None = None
+    ) -> dict[str, Any]:
+        """One page of worker pods (those carrying the worker label), filtered by the API
+        server: the operator never receives pods that are not its own."""
+        count_request("list", "pods")
+        extra: dict[str, Any] = {"label_selector": FLOWRUN_LABEL, "limit": limit}
+        if continue_:
+            extra["_continue"] = continue_
         if namespace:
-            data = await self._call(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "flowruns"
-            )
-        else:
-            data = await self._call(
-                self.custom.list_cluster_custom_object, GROUP, VERSION, "flowruns"
-            )
-        return list(data.get("items") or [])
+            return await self._call(self.core.list_namespaced_pod, namespace, **extra)
+        return await self._call(self.core.list_pod_for_all_namespaces, **extra)
 
-    async def get_signal(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(
-            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "signals", name
-        )
+    def watch_worker_pods(
+        self, namespace: str | None, *, resource_version: str, timeout_seconds: int
+    ) -> Any:
+        """Open a watch of worker pods from `resource_version` (with bookmarks); returns the
+        raw streaming response (blocking: call from a thread; `close()` it to stop)."""
+        count_request("watch", "pods")
+        extra: dict[str, Any] = {
+            "label_selector": FLOWRUN_LABEL,
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "resource_version": resource_version,
+            "timeout_seconds": timeout_seconds,
+            "_preload_content": False,
+            "_request_timeout": (TIMEOUT, timeout_seconds + TIMEOUT),
+        }
+        if namespace:
+            return self.core.list_namespaced_pod(namespace, **extra)
+        return self.core.list_pod_for_all_namespaces(**extra)
 
-    async def list_pods(self, namespace: str, flowrun: str) -> list[dict[str, Any]]:
-        data = await self._call(
-            self.core.list_namespaced_pod, namespace, label_selector=f"{FLOWRUN_LABEL}={flowrun}"
-        )
-        return list(data.get("items") or [])
-
-    async def create_pod(self, namespace: str, manifest: dict[str, Any]) -> bool:
-        """Create a pod; False if one of that name exists already."""
+    async def create_pod(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a pod and return it as created; None if one of that name exists already."""
+        count_request("create", "pods")
         try:
-            await self._call(self.core.create_namespaced_pod, namespace, manifest)
+            return await self._call(self.core.create_namespaced_pod, namespace, manifest)
         except ApiException as exc:
             if exc.status == 409:
-                return False
+                return None
             raise
-        return True
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
+    async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Delete a pod; returns it as the API left it (terminating), None if it was gone."""
+        count_request("delete", "pods")
         try:
-            await self._call(self.core.delete_namespaced_pod, name, namespace)
+            return await self._call(self.core.delete_namespaced_pod, name, namespace)
         except ApiException as exc:
             if exc.status != 404:
+                raise
+            return None
+
+    async def delete_flowrun(self, namespace: str, name: str, *, uid: str) -> None:
+        """Delete a FlowRun (its TTL ran out), only if it is still the one with `uid`."""
+        count_request("delete", "flowruns")
+        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            await self._call(
+                self.custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "flowruns",
+                name,
+                body=body,
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or re-created under another uid
                 raise
 
     async def post_event(
@@ -108,19 +151,27 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
+        count_request("create", "events")
         await self._call(self.core.create_namespaced_event, namespace, event)
 
-    async def patch_flowrun_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._patch_status("flowruns", namespace, name, status)
+    async def patch_flowrun_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch a FlowRun's status; returns the FlowRun as written (None: deleted)."""
+        return await self._patch_status("flowruns", namespace, name, status)
 
-    async def patch_signal_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._patch_status("signals", namespace, name, status)
+    async def patch_signal_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch a Signal's status; returns the Signal as written (None: deleted)."""
+        return await self._patch_status("signals", namespace, name, status)
 
     async def _patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        count_request("patch", f"{plural}/status")
         try:
-            await self._call(
+            return await self._call(
                 self.custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
@@ -133,14 +184,7 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
-
-    async def _get(self, method: Any, *args: Any) -> dict[str, Any] | None:
-        try:
-            return await self._call(method, *args)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+            return None
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         def call() -> dict[str, Any]:

@@ -8,6 +8,7 @@ FlowRun garbage-collects it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from ergon_operator.resources import (
@@ -20,13 +21,34 @@ from ergon_operator.resources import (
 from ergon_operator.settings import Settings
 
 WORKER_UID = 10001
-MAX_NAME = 63
+MAX_NAME = 253  # a pod name is a DNS subdomain
+MAX_LABEL = 63  # a label value
+
+
+def uid_tag(run: FlowRun) -> str:
+    """Six hex characters derived from the FlowRun's uid: what keeps shortened names of two
+    FlowRuns with a common prefix apart."""
+    return hashlib.sha256(run.uid.encode()).hexdigest()[:6]
 
 
 def pod_name(run: FlowRun, sequence: int) -> str:
-    """`<flowrun>-<sequence>`, shortened to a valid 63-character name if needed."""
+    """`<flowrun>-<sequence>`; when that is longer than a pod name may be, the FlowRun's name is
+    cut and followed by a uid-derived tag (`<cut>-<tag>-<sequence>`), so names never collide."""
     suffix = f"-{sequence}"
+    if len(run.name) + len(suffix) <= MAX_NAME:
+        return run.name + suffix
+    suffix = f"-{uid_tag(run)}{suffix}"
     return run.name[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
+
+
+def flowrun_label(run: FlowRun) -> str:
+    """The `ergon.dev/flowrun` label value: the FlowRun's name, or for names longer than a label
+    value may be, its start and a uid-derived tag. For people and selectors only: the operator
+    finds a run's pods by their owner reference's uid."""
+    if len(run.name) <= MAX_LABEL:
+        return run.name
+    tag = f"-{uid_tag(run)}"
+    return run.name[: MAX_LABEL - len(tag)].rstrip("-.") + tag
 
 
 def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int) -> dict[str, Any]:
@@ -37,7 +59,7 @@ def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int)
         "app.kubernetes.io/name": "ergon",
         "app.kubernetes.io/component": "worker",
         "app.kubernetes.io/managed-by": "ergon-operator",
-        FLOWRUN_LABEL: run.name,
+        FLOWRUN_LABEL: flowrun_label(run),
         ATTEMPT_LABEL: str(attempt),
         SEQUENCE_LABEL: str(sequence),
     }

@@ -1,32 +1,90 @@
-"""Carrying out decisions: one reconcile at a time per FlowRun, coalesced, woken by events and
-by timers.
+"""Carrying out decisions: FlowRuns reconciled from a priority work queue, woken by watch events,
+store notifications and one timer heap.
 
-Every reconcile reads fresh state (the FlowRun and its pods from the API, the flow record from
-the store), decides (`decisions.decide`), and applies the plan. Nothing here keeps state that
-matters across restarts: timers are recomputed from the store on the first reconcile after a
-restart, pods are found by label, and pod names are deterministic, so a restarted operator
-neither loses nor duplicates work.
+A reconcile reads the FlowRun, its pods and its Signals from the cache (`cache.Cache`, fed by
+the watches) and the flow record from the store, decides (`decisions.decide`) and applies the
+plan. It never GETs or LISTs the API, and nothing polls per run: the cost follows what happens,
+not how many FlowRuns exist. The exceptions are live status — runs whose worker pod is Running
+are re-read from the store once a second — and the timers the plans ask for.
+
+Nothing here keeps state that matters across restarts: the caches are rebuilt from the initial
+listings, timers are recomputed from the store on the first reconcile after a restart, pods are
+found by owner uid and pod names are deterministic, so a restarted operator neither loses nor
+duplicates work.
+
+A reconcile applies what it can: a failed signal delivery, pod creation, pod deletion or Event
+does not stop the status update, the cancel or the deadline; the failure is reported afterwards,
+and the run is retried with exponential backoff (1 s doubling to 5 min), not in a tight loop. A
+store outage is logged when it starts and when it ends, not once per reconcile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 import ergon
+from ergon_operator.cache import Body, Cache, Key, key_of, owner_uids
+from ergon_operator.cleanup import Sweeper, origin_of
 from ergon_operator.decisions import Event, Observed, Plan, decide
-from ergon_operator.kube import Kube
+from ergon_operator.kube import Kube, request_counts
+from ergon_operator.limits import Rank, Slots
+from ergon_operator.pods import flowrun_label
 from ergon_operator.resources import TERMINAL_PHASES, FlowRun, Pod, Signal, utcnow
 from ergon_operator.settings import Settings
 from ergon_operator.signals import decide_signal, spec_deliveries
 from ergon_operator.status import StepSummary
+from ergon_operator.timers import TimerHeap
+from ergon_operator.watching import PodWatch
+from ergon_operator.workqueue import Priority, WorkQueue
 
 log = logging.getLogger("ergon.operator")
 
-Key = tuple[str, str]
 OWNER = "ergon-operator"
+PROGRESS_SECONDS = 1.0
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 300.0
+
+
+class PartialFailure(Exception):
+    """Parts of a plan could not be applied (the rest was); the run is retried with backoff."""
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        super().__init__("; ".join(f"{type(e).__name__}: {e}" for e in errors))
+        self.errors = errors
+
+
+class StoreHealth:
+    """Logs a store outage once when it starts and once when it ends."""
+
+    def __init__(self) -> None:
+        self.down_since: datetime | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = utcnow()
+            log.error("the store is unreachable (%s); runs wait and retry with backoff", exc)
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            seconds = (utcnow() - self.down_since).total_seconds()
+            self.down_since = None
+            log.info("the store is reachable again (after %.0f s)", seconds)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """An unreachable store (retry later), as opposed to one that refused a value."""
+    if isinstance(exc, PartialFailure):
+        return any(is_outage(e) for e in exc.errors)
+    return isinstance(exc, ergon.StoreError) and not isinstance(exc, ValueError)
 
 
 class Reconciler:
@@ -36,132 +94,435 @@ class Reconciler:
         store: ergon.Store,
         kube: Kube,
         *,
-        parallel: int = 16,
+        workers: int = 8,
     ) -> None:
         self.settings = settings
         self.store = store
         self.client = ergon.Client(store)
         self.kube = kube
-        self._gate = asyncio.Semaphore(parallel)
-        self._running: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, tuple[datetime, asyncio.TimerHandle]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pending_signals: dict[Key, set[str]] = {}
+        self.cache = Cache()
+        self.queue: WorkQueue[Key] = WorkQueue(self._reconcile_key, workers=workers)
+        self.timers: TimerHeap[Key] = TimerHeap(lambda key: self.poke(key, Priority.TIMER))
+        self.slots = Slots(
+            max_total=settings.max_running_pods,
+            max_per_namespace=settings.max_running_pods_per_namespace,
+            poke=lambda key: self.poke(key, Priority.TIMER),
+        )
+        self.pod_watch = PodWatch(
+            kube,
+            namespace=settings.watch_namespace,
+            put=self.cache.put_pod,
+            drop=self.cache.drop_pod,
+            replace=self.cache.replace_pods,
+        )
+        self.cache.pod_listeners.append(self.slots.pod_changed)
+        self.cache.pod_listeners.append(self._pod_changed)
+        self.health = StoreHealth()
+        self._failures: dict[Key, int] = {}
+        self._listed: set[Key] = set()  # poked by the startup listing only
+        self._deleted: dict[Key, str] = {}  # deleted FlowRuns whose flow is still to cancel
+        self._rejected: dict[str, str] = {}  # FlowRun uid -> why its pod creation was refused
+        self._live: dict[Key, Key] = {}  # Running worker pod -> its FlowRun
+        self._own_write = False  # the cache is taking the API's answer to our own write
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: Callable[[], None] | None = None
+        # Cancels the flows of FlowRuns deleted while nobody listened (issue 14 item 8).
+        self.sweeper = Sweeper.for_operator(
+            store=store, kube=kube, namespace=settings.watch_namespace, env=os.environ
+        )
 
-    # --- scheduling ------------------------------------------------------------------------
+    # --- lifecycle ---------------------------------------------------------------------------
 
-    def poke(self, key: Key) -> None:
-        """Reconcile this FlowRun soon (once, however often it is poked meanwhile)."""
-        if key in self._running:
-            self._dirty.add(key)
-            return
-        self._running.add(key)
-        task = asyncio.get_running_loop().create_task(self._loop(key), name=f"reconcile:{key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def wake(self, key: Key, when: datetime) -> None:
-        """Reconcile this FlowRun at `when` (timers, retry backoffs, deadlines)."""
-        current = self._timers.get(key)
-        if current is not None and current[0] <= when:
-            return
-        if current is not None:
-            current[1].cancel()
+    async def start(self) -> None:
+        """Start the pod watch, the timer heap, live status and the store subscription; the
+        workers start once the pods are listed (deciding without them would be blind)."""
         loop = asyncio.get_running_loop()
-        delay = max((when - utcnow()).total_seconds(), 0.0)
-        handle = loop.call_later(delay + 0.01, self._fire, key)
-        self._timers[key] = (when, handle)
+        for name, work in (
+            ("pod-watch", self.pod_watch.run()),
+            ("timers", self.timers.run()),
+            ("progress", self._progress()),
+            ("workers", self._start_workers()),
+            ("notifications", self._subscribe()),
+            ("orphan-sweep", self.sweeper.run()),
+        ):
+            self._tasks.append(loop.create_task(work, name=f"ergon-{name}"))
 
-    def _fire(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        self.poke(key)
+    async def _start_workers(self) -> None:
+        await self.pod_watch.synced.wait()
+        self.queue.start()
 
-    async def _loop(self, key: Key) -> None:
-        try:
-            while True:
-                self._dirty.discard(key)
-                async with self._gate:
-                    try:
-                        await self.reconcile(*key)
-                    except Exception:
-                        log.exception("reconciling FlowRun %s/%s failed; retrying in 5 s", *key)
-                        self.wake(key, _in(5.0))
-                if key not in self._dirty:
-                    return
-        finally:
-            self._running.discard(key)
+    async def _subscribe(self) -> None:
+        """Hear the store's notifications (flow ids), retrying until the store answers."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                notifier = await self.store.notifier()
+            except Exception as exc:  # an outage: logged once, retried
+                self.health.failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._unsubscribe = notifier.subscribe(self._flow_changed)
+            return
 
     async def stop(self) -> None:
-        for _, handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        for task in list(self._tasks):
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.pod_watch.stop()
+        for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.queue.stop()
+        counts = ", ".join(
+            f"{verb} {what}: {n}" for (verb, what), n in sorted(request_counts().items())
+        )
+        log.info("stopped; API requests made: %s", counts or "none")
 
-    # --- FlowRuns ----------------------------------------------------------------------------
+    # --- what wakes a reconcile --------------------------------------------------------------
 
-    async def reconcile(self, namespace: str, name: str) -> None:
-        body = await self.kube.get_flowrun(namespace, name)
+    def poke(self, key: Key, priority: int = Priority.URGENT) -> None:
+        """Reconcile this FlowRun soon (once, however often it is poked meanwhile)."""
+        self._listed.discard(key)
+        self.queue.add(key, priority)
+
+    def flowrun_event(self, kind: str | None, body: Body) -> None:
+        """A FlowRun watch event (`kind` None: the initial listing)."""
+        key = key_of(body)
+        if kind == "DELETED":
+            run = FlowRun.parse(body)
+            self.cache.drop_flowrun(body)
+            self.timers.cancel(key)
+            self.slots.forget(run.uid)
+            self._rejected.pop(run.uid, None)
+            self._deleted[key] = run.uid
+            self.poke(key)
+            return
+        if not self.cache.put_flowrun(body):
+            return  # not newer than what the cache holds (our own write, seen already)
+        run = FlowRun.parse(body)
+        if kind is None:
+            if key not in self.queue:
+                self._listed.add(key)
+            self.queue.add(key, Priority.BACKGROUND)
+            return
+        if (
+            kind == "MODIFIED"
+            and run.status.observed_generation == run.generation
+            and not run.deleting
+        ):
+            return  # a status or metadata change only: nothing new to act on
+        self.poke(key)
+
+    def signal_event(self, kind: str | None, body: Body) -> None:
+        """A Signal watch event: its FlowRun is reconciled, which delivers or parks it."""
+        if kind == "DELETED":
+            self.cache.drop_signal(body)
+            return
+        if not self.cache.put_signal(body):
+            return
+        signal = Signal.parse(body)
+        generation = (body.get("metadata") or {}).get("generation")
+        if (
+            signal.phase in ("Delivered", "Rejected")
+            and signal.status.get("observedGeneration") == generation
+        ):
+            return  # settled, and the status reports this generation
+        key = (signal.namespace, signal.flow_run)
+        self.poke(key, Priority.BACKGROUND if kind is None else Priority.URGENT)
+
+    def _pod_changed(self, old: Body | None, new: Body | None) -> None:
+        body = new if new is not None else old
+        assert body is not None
+        pod_key = key_of(body)
+        run_key = self._run_of(body)
+        running = (
+            new is not None
+            and Pod.parse(new).phase == "Running"
+            and not ((new.get("metadata") or {}).get("deletionTimestamp"))
+        )
+        if running and run_key is not None:
+            self._live[pod_key] = run_key
+        else:
+            self._live.pop(pod_key, None)
+        if run_key is not None and self.pod_watch.synced.is_set() and not self._own_write:
+            # Not for our own writes (their reconcile knows), nor during the startup listing
+            # (it reconciles every run anyway).
+            self.poke(run_key)
+
+    def _run_of(self, pod: Body) -> Key | None:
+        for uid in owner_uids(pod):
+            key = self.cache.key_for_uid(uid)
+            if key is not None:
+                return key
+        return None
+
+    def _flow_changed(self, flow_id: str | None) -> None:
+        """A store notification: the flow `flow_id` changed (created, ended, signalled), or,
+        with None, notifications may have been lost: re-examine every unfinished run."""
+        if flow_id is None:
+            for key, body in list(self.cache.flowruns.items()):
+                if ((body.get("status") or {}).get("phase")) not in TERMINAL_PHASES:
+                    self.queue.add(key, Priority.BACKGROUND)
+            return
+        found = self.cache.key_for_uid(flow_id)
+        if found is not None:
+            self.poke(found)
+
+    async def _progress(self) -> None:
+        """Live status: each FlowRun with a Running worker pod is re-read once a second."""
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            for key in set(self._live.values()):
+                if key not in self._failures:  # a failing run keeps to its backoff
+                    self.queue.add(key, Priority.PROGRESS)
+
+    # --- one reconcile -----------------------------------------------------------------------
+
+    async def _reconcile_key(self, key: Key) -> None:
+        try:
+            await self.reconcile(key)
+        except Exception as exc:  # reported here, retried with backoff
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+            self.timers.schedule(key, utcnow() + timedelta(seconds=delay))
+            if is_outage(exc):
+                self.health.failed(exc)
+                return
+            level = logging.WARNING if failures > 1 else logging.ERROR
+            log.log(
+                level,
+                "reconciling FlowRun %s/%s failed (%s: %s); retry %d in %.0f s",
+                *key,
+                type(exc).__name__,
+                exc,
+                failures,
+                delay,
+                exc_info=failures == 1 and not isinstance(exc, PartialFailure | ApiException),
+            )
+        else:
+            self._failures.pop(key, None)
+
+    async def reconcile(self, key: Key) -> None:
+        startup = key in self._listed
+        self._listed.discard(key)
+        body = self.cache.flowrun(key)
         if body is None:
+            await self._gone(key)
             return
         run = FlowRun.parse(body)
+        earlier = self._deleted.get(key)
+        if earlier is not None and earlier != run.uid:  # deleted, then re-created at once
+            await self._cancel_deleted(key, earlier)
         if run.deleting:
-            await self.forget(run)
+            await self._cancel_deleted(key, run.uid)
             return
-        if await self.store.get_flow(run.uid) is None:
-            await self.client.schedule_by_name(
-                run.flow, run.input, flow_id=run.uid, version=run.version
-            )
-        delivered = await self._deliver_spec_signals(run)
-        # Pods first, then the flow record: a pod writes its outcome before it exits, so a
-        # record read after the pods is never older than what the pods show. (The other order
-        # could see a pod that finished the flow beside a record from before it started.)
-        pods = [Pod.parse(p) for p in await self.kube.list_pods(namespace, name)]
+        pods = self._pods(run)
+        if startup and self._settled(run, pods):
+            return  # finished, reported, nothing running: costs nothing at startup
+        errors: list[BaseException] = []
+        # Pods (from the cache) before the flow record: a pod writes its outcome before it
+        # exits, so a record read after the pods is never older than what the pods show.
         flow = await self.store.get_flow(run.uid)
+        changed = False
+        if flow is None and run.phase not in TERMINAL_PHASES:
+            try:
+                await self.client.schedule_by_name(
+                    run.flow,
+                    run.input,
+                    flow_id=run.uid,
+                    version=run.version,
+                    origin=origin_of(run.namespace, run.name, run.uid),
+                )
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                errors.append(exc)  # refused (a value the store cannot hold): still report
+            changed = True
+        delivered = await self._deliver_spec_signals(run, errors)
+        signals, sent = await self._signals(key, run, errors)
+        if changed or delivered or sent:  # the flow may have moved: read it again
+            pods = self._pods(run)
+            flow = await self.store.get_flow(run.uid)
         steps = await self.store.load_steps(run.uid)
-        plan = decide(Observed(run, flow, StepSummary.of(steps), pods, utcnow()), self.settings)
+        self.health.ok()
+        rank = Rank.of(priority=run.priority, created=run.created_at, key=key)
+        slot_free = self.slots.may_start(uid=run.uid, namespace=run.namespace, rank=rank)
+        seen = Observed(
+            run=run,
+            flow=flow,
+            steps=StepSummary.of(steps),
+            pods=pods,
+            now=utcnow(),
+            signals=signals,
+            slot_free=slot_free,
+            pod_rejected=self._rejected.get(run.uid),
+        )
+        plan = decide(seen, self.settings)
+        # No await between `may_start` and here: no other reconcile can take the same slot.
+        if plan.create_pod is not None:
+            self.slots.reserve(uid=run.uid, namespace=run.namespace)
+            log.debug("FlowRun %s/%s starts a pod (slots: %s)", *key, self.slots.describe())
+        elif plan.queued:
+            self.slots.wait(uid=run.uid, namespace=run.namespace, rank=rank)
+        else:
+            self.slots.forget(run.uid)
         plan.status.delivered_signals = sorted({*plan.status.delivered_signals, *delivered})
-        await self._apply(run, body, plan)
-        for signal_name in list(self._pending_signals.get(run.key, ())):
-            await self.signal(namespace, signal_name)
+        await self._apply(run, body, plan, errors)
+        if errors:
+            raise errors[0] if len(errors) == 1 else PartialFailure(errors)
 
-    async def _deliver_spec_signals(self, run: FlowRun) -> list[str]:
+    def _pods(self, run: FlowRun) -> list[Pod]:
+        """This run's pods, and those of an earlier FlowRun of its name (decide tells them
+        apart by owner uid)."""
+        bodies = self.cache.pods_for(run.uid, run.namespace, flowrun_label(run))
+        return [Pod.parse(p) for p in bodies]
+
+    def _settled(self, run: FlowRun, pods: list[Pod]) -> bool:
+        """A finished run whose status is up to date, with no pod running and no TTL to
+        honour: nothing a reconcile could change."""
+        ttl = run.ttl_seconds_after_finished
+        if ttl is None:
+            ttl = self.settings.ttl_seconds_after_finished
+        return (
+            run.phase in TERMINAL_PHASES
+            and run.status.observed_generation == run.generation
+            and not any(p.active for p in pods if p.owner_uid == run.uid)
+            and ttl is None
+            and all(Signal.parse(s).phase != "Pending" for s in self.cache.signals_of(run.key))
+        )
+
+    async def _deliver_spec_signals(self, run: FlowRun, errors: list[BaseException]) -> list[str]:
         if run.phase in TERMINAL_PHASES:
             return []
         names = []
         for delivery in spec_deliveries(run):
-            await self.client.signal(
-                run.uid, delivery.name, delivery.payload, signal_id=delivery.signal_id
-            )
+            try:
+                await self.client.signal(
+                    run.uid, delivery.name, delivery.payload, signal_id=delivery.signal_id
+                )
+            except Exception as exc:  # reported after the rest is applied
+                errors.append(exc)
+                continue
             names.append(delivery.name)
         return names
 
-    async def _apply(self, run: FlowRun, body: dict[str, Any], plan: Plan) -> None:
+    async def _signals(
+        self, key: Key, run: FlowRun | None, errors: list[BaseException]
+    ) -> tuple[list[Signal], bool]:
+        """Deliver, park or reject this run's Signal resources (from the cache); returns them
+        as they stand afterwards, and whether any was delivered to the flow."""
+        result = []
+        sent = False
+        for body in self.cache.signals_of(key):
+            signal = Signal.parse(body)
+            decision = decide_signal(signal, run, utcnow())
+            if decision is not None:
+                try:
+                    if decision.deliver_to is not None:
+                        await self.client.signal(
+                            decision.deliver_to, signal.signal, signal.payload, signal_id=signal.uid
+                        )
+                        sent = True
+                    status = dict(decision.status)
+                    status.setdefault(
+                        "observedGeneration", (body.get("metadata") or {}).get("generation")
+                    )
+                    written = await self.kube.patch_signal_status(
+                        signal.namespace, signal.name, status
+                    )
+                    if written is not None:
+                        self.cache.put_signal(written)
+                        signal = Signal.parse(written)
+                except Exception as exc:  # reported after the rest is applied
+                    errors.append(exc)
+            result.append(signal)
+        return result, sent
+
+    async def _apply(
+        self, run: FlowRun, body: Body, plan: Plan, errors: list[BaseException]
+    ) -> None:
         if plan.fail_flow is not None:
             await self._end_flow(run, error=plan.fail_flow)
         if plan.cancel_flow:
             await self._end_flow(run)
-        for pod in plan.delete_pods:
-            await self.kube.delete_pod(run.namespace, pod)
+        for name in plan.delete_pods:
+            try:
+                gone = await self.kube.delete_pod(run.namespace, name)
+            except Exception as exc:  # reported after the rest is applied
+                errors.append(exc)
+                continue
+            if gone is not None:
+                self._own_pod(gone)
         if plan.create_pod is not None:
-            await self.kube.create_pod(run.namespace, plan.create_pod)
+            await self._create_pod(run, plan, errors)
         patch = status_patch(run.status_body, plan.status.to_body())
         if patch:
-            await self.kube.patch_flowrun_status(run.namespace, run.name, patch)
+            try:
+                written = await self.kube.patch_flowrun_status(run.namespace, run.name, patch)
+            except Exception as exc:  # reported after the rest is applied
+                errors.append(exc)
+            else:
+                if written is not None:
+                    self.cache.put_flowrun(written)
         for event in plan.events:
             await self._post(body, event)
+        if plan.delete_flowrun:
+            try:
+                await self.kube.delete_flowrun(run.namespace, run.name, uid=run.uid)
+            except Exception as exc:  # reported after the rest is applied
+                errors.append(exc)
         if plan.wake_at is not None:
-            self.wake(run.key, plan.wake_at)
+            self.timers.schedule(run.key, plan.wake_at)
 
-    async def _post(self, body: dict[str, Any], event: Event) -> None:
+    async def _create_pod(self, run: FlowRun, plan: Plan, errors: list[BaseException]) -> None:
+        assert plan.create_pod is not None
+        try:
+            created = await self.kube.create_pod(run.namespace, plan.create_pod)
+        except ApiException as exc:
+            self.slots.release(run.uid)
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+                # Refused (quota, admission, a missing ServiceAccount): the next decision
+                # reports it; the status keeps the pod that exists, not the one refused.
+                self._rejected[run.uid] = _api_message(exc)
+                plan.status.pod_name = run.status.pod_name
+                plan.status.attempts = run.status.attempts or plan.status.attempts
+                plan.events = [e for e in plan.events if e.reason not in ("CreatedPod", "Resumed")]
+                plan.events.append(
+                    Event(
+                        "Warning",
+                        "PodRejected",
+                        f"creating the worker pod was refused: {self._rejected[run.uid]}",
+                    )
+                )
+            errors.append(exc)
+            return
+        except Exception as exc:  # reported after the rest is applied
+            self.slots.release(run.uid)
+            errors.append(exc)
+            return
+        self._rejected.pop(run.uid, None)
+        if created is None:  # a pod of that name exists: the watch brings it
+            self.slots.release(run.uid)
+        else:
+            self._own_pod(created)
+
+    def _own_pod(self, body: Body) -> None:
+        """Take the API's answer to our own pod write into the cache, without poking the run
+        whose reconcile made it (the watch's echo of it is then dropped as already seen)."""
+        self._own_write = True
+        try:
+            self.cache.put_pod(body)
+        finally:
+            self._own_write = False
+
+    async def _post(self, body: Body, event: Event) -> None:
         """Events are a report: failing to post one never stops a reconcile."""
         try:
             await self.kube.post_event(
                 body, type=event.type, reason=event.reason, message=ergon.redact(event.message)
             )
-        except Exception as exc:
+        except Exception as exc:  # logged, not retried
             log.warning(
                 "could not post event %s for %s: %s", event.reason, body["metadata"]["name"], exc
             )
@@ -169,57 +530,55 @@ class Reconciler:
     async def _end_flow(self, run: FlowRun, *, error: ergon.ErrorInfo | None = None) -> None:
         """End the flow record from the operator's side, failed with `error` or cancelled,
         fencing out any executor still alive."""
+        await self._end_flow_id(run.uid, error=error)
+
+    async def _end_flow_id(self, uid: str, *, error: ergon.ErrorInfo | None = None) -> None:
         try:
             if error is not None:
-                await self.client.fail_flow(run.uid, error=error, owner=OWNER)
+                await self.client.fail_flow(uid, error=error, owner=OWNER)
             else:
-                await self.client.cancel(run.uid, force=True, owner=OWNER)
+                await self.client.cancel(uid, force=True, owner=OWNER)
         except ergon.FlowNotFoundError:
             pass
 
-    async def forget(self, run: FlowRun) -> None:
-        """A deleted FlowRun: cancel its flow (its pods go with it, by owner reference)."""
-        timer = self._timers.pop(run.key, None)
-        if timer is not None:
-            timer[1].cancel()
-        flow = await self.store.get_flow(run.uid)
+    async def _gone(self, key: Key) -> None:
+        """No FlowRun of this name: cancel the flow of one just deleted, and tell its Signals
+        that they wait."""
+        uid = self._deleted.get(key)
+        if uid is not None:
+            await self._cancel_deleted(key, uid)
+        self.timers.cancel(key)
+        errors: list[BaseException] = []
+        await self._signals(key, None, errors)
+        if errors:
+            raise errors[0] if len(errors) == 1 else PartialFailure(errors)
+
+    async def _cancel_deleted(self, key: Key, uid: str) -> None:
+        """A deleted FlowRun: cancel its flow (its pods go with it, by owner reference). Kept
+        until it succeeds, so a store outage at deletion time only delays it."""
+        self._deleted[key] = uid
+        self.slots.forget(uid)
+        flow = await self.store.get_flow(uid)
+        self.health.ok()
         if flow is not None and not flow.is_terminal:
-            await self._end_flow(run)
-            log.info("FlowRun %s/%s deleted: flow %s cancelled", run.namespace, run.name, run.uid)
+            await self._end_flow_id(uid)
+            log.info("FlowRun %s/%s deleted: flow %s cancelled", *key, uid)
+        if self._deleted.get(key) == uid:
+            del self._deleted[key]
 
-    async def resync(self, namespace: str | None) -> None:
-        """Reconcile every unfinished FlowRun (a safety net for missed events)."""
-        for body in await self.kube.list_flowruns(namespace):
-            run = FlowRun.parse(body)
-            if run.phase not in TERMINAL_PHASES or run.deleting:
-                self.poke(run.key)
+    # --- introspection -----------------------------------------------------------------------
 
-    # --- Signals ----------------------------------------------------------------------------
-
-    async def signal(self, namespace: str, name: str) -> None:
-        body = await self.kube.get_signal(namespace, name)
-        if body is None:
-            return
-        signal = Signal.parse(body)
-        key = (namespace, signal.flow_run)
-        run_body = await self.kube.get_flowrun(namespace, signal.flow_run)
-        run = FlowRun.parse(run_body) if run_body is not None else None
-        decision = decide_signal(signal, run, utcnow())
-        if decision is None:
-            if signal.phase != "Pending":
-                self._pending_signals.get(key, set()).discard(name)
-            return
-        if decision.deliver_to is not None:
-            await self.client.signal(
-                decision.deliver_to, signal.signal, signal.payload, signal_id=signal.uid
-            )
-        await self.kube.patch_signal_status(namespace, name, decision.status)
-        if decision.status["phase"] == "Pending":
-            self._pending_signals.setdefault(key, set()).add(name)
-        else:
-            self._pending_signals.get(key, set()).discard(name)
-        if decision.deliver_to is not None:
-            self.poke(key)
+    def describe(self) -> dict[str, Any]:
+        """Counts for tests and the benchmark: queue, timers, caches, slots."""
+        return {
+            "queued": len(self.queue),
+            "timers": len(self.timers),
+            "flowruns": len(self.cache.flowruns),
+            "pods": len(self.cache.pods),
+            "signals": len(self.cache.signals),
+            "live": len(set(self._live.values())),
+            **self.slots.describe(),
+        }
 
 
 def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
@@ -233,5 +592,10 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
     return patch
 
 
-def _in(seconds: float) -> datetime:
-    return utcnow() + timedelta(seconds=seconds)
+def _api_message(exc: ApiException) -> str:
+    """The API server's message from an error response, else the status line."""
+    with contextlib.suppress(Exception):
+        message = json.loads(exc.body or "{}").get("message")
+        if message:
+            return str(message)
+    return f"{exc.status} {exc.reason}"

@@ -22,6 +22,19 @@ FLOWRUN_LABEL = "ergon.dev/flowrun"
 ATTEMPT_LABEL = "ergon.dev/attempt"
 SEQUENCE_LABEL = "ergon.dev/pod-sequence"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
+POD_GC_STRATEGIES = ("OnPodCompletion", "OnFlowRunCompletion", "OnFlowRunSuccess", "Never")
+# Container waiting reasons that mean the pod cannot start on its own (a missing Secret or
+# ConfigMap, an image that cannot be pulled); `ContainerCreating` and the like are normal.
+START_PROBLEMS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    }
+)
 
 
 def utcnow() -> datetime:
@@ -85,7 +98,11 @@ class FlowRunStatus(_Camel):
     current_step: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    last_pod_ended_at: str | None = None
+    next_attempt_at: str | None = None
+    pod_problem_since: str | None = None
     delivered_signals: list[str] = Field(default_factory=list)
+    invalid_signals: list[str] = Field(default_factory=list)
     waiting_for: dict[str, str] | None = None
     waiting: str = ""
     result: Any = None
@@ -132,6 +149,9 @@ class FlowRun:
     status: FlowRunStatus
     status_body: dict[str, Any]  # the status as read, to patch against
     deleting: bool = False
+    priority: int = 0
+    pod_gc: str | None = None  # spec.podGC.strategy; None: the operator's default
+    ttl_seconds_after_finished: int | None = None
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> FlowRun:
@@ -139,6 +159,8 @@ class FlowRun:
         spec = body.get("spec") or {}
         retry = spec.get("retry") or {}
         timeout = spec.get("timeoutSeconds")
+        ttl = spec.get("ttlSecondsAfterFinished")
+        strategy = (spec.get("podGC") or {}).get("strategy")
         return cls(
             namespace=str(meta.get("namespace") or "default"),
             name=str(meta.get("name")),
@@ -161,6 +183,9 @@ class FlowRun:
             status=FlowRunStatus.parse(body.get("status") or {}),
             status_body=dict(body.get("status") or {}),
             deleting=bool(meta.get("deletionTimestamp")),
+            priority=_int(spec.get("priority")),
+            pod_gc=strategy if strategy in POD_GC_STRATEGIES else None,
+            ttl_seconds_after_finished=max(_int(ttl), 0) if ttl is not None else None,
         )
 
     @property
@@ -185,6 +210,12 @@ class Pod:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     deleting: bool = False
+    owner_uid: str | None = None  # the controller owner's uid: the FlowRun the pod belongs to
+    created_at: datetime | None = None
+    # Why a Pending pod does not start: a container waiting reason from START_PROBLEMS, or
+    # `Unschedulable`, with the kubelet's or scheduler's message.
+    problem: str | None = None
+    problem_message: str = ""
 
     @property
     def active(self) -> bool:
@@ -197,12 +228,29 @@ class Pod:
         labels = meta.get("labels") or {}
         status = body.get("status") or {}
         exit_code, reason, finished = None, None, None
+        problem, problem_message = None, ""
         for container in status.get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated")
+            state = container.get("state") or {}
+            terminated = state.get("terminated")
             if terminated:
                 exit_code = terminated.get("exitCode")
                 reason = terminated.get("reason")
                 finished = parse_time(terminated.get("finishedAt"))
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in START_PROBLEMS:
+                problem = str(waiting["reason"])
+                problem_message = str(waiting.get("message") or "")
+        for condition in status.get("conditions") or []:
+            unschedulable = condition.get("type") == "PodScheduled" and (
+                condition.get("status") == "False"
+            )
+            if problem is None and unschedulable:
+                problem = "Unschedulable"
+                problem_message = str(condition.get("message") or "")
+        owner = next(
+            (o for o in meta.get("ownerReferences") or [] if o.get("controller")),
+            None,
+        )
         return cls(
             name=str(meta.get("name")),
             sequence=_int(labels.get(SEQUENCE_LABEL)),
@@ -213,6 +261,10 @@ class Pod:
             started_at=parse_time(status.get("startTime")),
             finished_at=finished,
             deleting=bool(meta.get("deletionTimestamp")),
+            owner_uid=str(owner["uid"]) if owner and owner.get("uid") else None,
+            created_at=parse_time(meta.get("creationTimestamp")),
+            problem=problem,
+            problem_message=problem_message,
         )
 
 
@@ -225,6 +277,7 @@ class Signal:
     signal: str
     payload: Any
     status: dict[str, Any] = field(default_factory=dict)
+    generation: int = 1
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> Signal:
@@ -238,6 +291,7 @@ class Signal:
             signal=str(spec.get("name") or ""),
             payload=spec.get("payload"),
             status=dict(body.get("status") or {}),
+            generation=int(meta.get("generation") or 1),
         )
 
     @property

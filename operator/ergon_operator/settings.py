@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_WORKER_IMAGE = "ghcr.io/ergon-dev/ergon:0.1.0-worker"
 
@@ -28,7 +29,16 @@ class Settings:
     watch_namespace: str | None = None
     worker_service_account: str | None = None
     health_port: int = 8080
-    resync_seconds: float = 30.0
+    # Concurrency limits on running worker pods (None: unlimited), and how many FlowRuns are
+    # reconciled at once.
+    max_running_pods: int | None = None
+    max_running_pods_per_namespace: int | None = None
+    workers: int = 8
+    # Decisions: how long a worker pod may fail to start (rejected, image or Secret missing,
+    # unschedulable) before the run fails; the default podGC strategy and TTL of FlowRuns.
+    pod_start_grace_seconds: float = 300.0
+    pod_gc_strategy: str = "OnFlowRunCompletion"
+    ttl_seconds_after_finished: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,11 +59,6 @@ class Settings:
         port = env.get("ERGON_HEALTH_PORT", "8080").strip() or "8080"
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise SettingsError(f"ERGON_HEALTH_PORT must be a port number, not {port!r}")
-        resync = env.get("ERGON_RESYNC_SECONDS", "30").strip() or "30"
-        try:
-            resync_seconds = float(resync)
-        except ValueError:
-            raise SettingsError(f"ERGON_RESYNC_SECONDS must be a number, not {resync!r}") from None
         return cls(
             store=store,
             store_secret=name,
@@ -62,5 +67,47 @@ class Settings:
             watch_namespace=env.get("ERGON_WATCH_NAMESPACE", "").strip() or None,
             worker_service_account=env.get("ERGON_WORKER_SERVICE_ACCOUNT", "").strip() or None,
             health_port=int(port),
-            resync_seconds=resync_seconds,
+            max_running_pods=_count(env, "ERGON_MAX_RUNNING_PODS"),
+            max_running_pods_per_namespace=_count(env, "ERGON_MAX_RUNNING_PODS_PER_NAMESPACE"),
+            workers=_count(env, "ERGON_WORKERS") or 8,
+            **_decision_settings(env),
         )
+
+
+def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """ERGON_POD_START_GRACE_SECONDS, ERGON_POD_GC_STRATEGY, ERGON_TTL_SECONDS_AFTER_FINISHED."""
+    grace = env.get("ERGON_POD_START_GRACE_SECONDS", "").strip() or "300"
+    try:
+        grace_seconds = float(grace)
+    except ValueError:
+        grace_seconds = -1.0
+    if not grace_seconds >= 0:
+        raise SettingsError(
+            f"ERGON_POD_START_GRACE_SECONDS must be a number of seconds >= 0, not {grace!r}"
+        )
+    strategies = ("OnPodCompletion", "OnFlowRunCompletion", "OnFlowRunSuccess", "Never")
+    strategy = env.get("ERGON_POD_GC_STRATEGY", "").strip() or "OnFlowRunCompletion"
+    if strategy not in strategies:
+        raise SettingsError(
+            f"ERGON_POD_GC_STRATEGY must be one of {', '.join(strategies)}, not {strategy!r}"
+        )
+    ttl = env.get("ERGON_TTL_SECONDS_AFTER_FINISHED", "").strip()
+    if ttl and not ttl.isdigit():
+        raise SettingsError(
+            f"ERGON_TTL_SECONDS_AFTER_FINISHED must be a whole number of seconds, not {ttl!r}"
+        )
+    return {
+        "pod_start_grace_seconds": grace_seconds,
+        "pod_gc_strategy": strategy,
+        "ttl_seconds_after_finished": int(ttl) if ttl else None,
+    }
+
+
+def _count(env: Mapping[str, str], variable: str) -> int | None:
+    """A positive whole number, or None when unset or empty (no limit, the default)."""
+    text = env.get(variable, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{variable} must be a whole number >= 1 (or unset), not {text!r}")
+    return int(text)

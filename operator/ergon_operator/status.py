@@ -13,6 +13,39 @@ from ergon_operator.resources import Condition, FlowRunError, format_time
 
 MAX_RESULT_BYTES = 4096
 PREVIEW_BYTES = 1024
+# The CRD's maxLength for condition messages and `status.error.message`: a longer one makes the
+# API refuse the whole status patch (422) and the run's status would never change again.
+MAX_MESSAGE = 32768
+# Reasons under which a run that has not ended is still not Ready: it is not progressing on its
+# own (waiting for a retry or a worker slot, or its pod cannot start).
+NOT_READY_REASONS = frozenset(
+    {
+        "BackoffRetry",
+        "Queued",
+        "PodRejected",
+        "Unschedulable",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "Recording",
+    }
+)
+
+
+def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (so at most `limit` characters too), ending in
+    a marker saying how much was cut; never splits a character."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    marker = f"… [truncated {len(data) - limit} bytes]"
+    keep = limit - len(marker.encode()) - 16  # room for the marker's count to grow
+    head = data[: max(keep, 0)].decode("utf-8", "ignore")
+    cut = len(data) - len(head.encode("utf-8", "surrogatepass"))
+    return f"{head}… [truncated {cut} bytes]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +55,9 @@ class StepSummary:
 
     @classmethod
     def of(cls, steps: Sequence[StepRecord]) -> StepSummary:
-        completed = sum(1 for s in steps if s.state == "completed")
+        """STEPS counts completed steps only: sleeps, signal waits and child flows are shown by
+        WAITING while they last, not counted as steps."""
+        completed = sum(1 for s in steps if s.kind == "step" and s.state == "completed")
         return cls(completed, steps[-1].name if steps else None)
 
 
@@ -46,13 +81,18 @@ def result_value(text: str | None) -> Any:
         return None
     if len(text.encode()) <= MAX_RESULT_BYTES:
         return json.loads(text)
-    return {"truncated": True, "size": len(text.encode()), "preview": text[:PREVIEW_BYTES]}
+    preview = text.encode("utf-8", "surrogatepass")[:PREVIEW_BYTES].decode("utf-8", "ignore")
+    return {"truncated": True, "size": len(text.encode()), "preview": preview}
 
 
 def error_value(error: ErrorInfo | None) -> FlowRunError | None:
     if error is None:
         return None
-    return FlowRunError(type=error.type, message=redact(error.message), retryable=error.retryable)
+    return FlowRunError(
+        type=truncate(error.type, 1024),
+        message=truncate(redact(error.message)),
+        retryable=error.retryable,
+    )
 
 
 def conditions(
@@ -64,10 +104,14 @@ def conditions(
     generation: int,
     now: datetime,
 ) -> list[Condition]:
-    """`Succeeded` (Unknown until the run ends) and `Ready` (False once it failed or was cancelled),
-    keeping `lastTransitionTime` when a condition's status does not change."""
+    """`Succeeded` (Unknown until the run ends) and `Ready` (True while the run progresses or
+    waits normally, or has succeeded; False once it failed or was cancelled, and while it waits
+    for a retry or a worker slot or its pod cannot start), keeping `lastTransitionTime` when a
+    condition's status does not change."""
     succeeded = {"Succeeded": "True", "Failed": "False", "Cancelled": "False"}.get(phase, "Unknown")
-    ready = "False" if phase in ("Failed", "Cancelled") else "True"
+    not_ready = phase in ("Failed", "Cancelled") or reason in NOT_READY_REASONS
+    ready = "False" if not_ready else "True"
+    message = truncate(redact(message))
     before = {c.type: c for c in previous}
     result = []
     for kind, status in (("Succeeded", succeeded), ("Ready", ready)):
@@ -77,8 +121,8 @@ def conditions(
             Condition(
                 type=kind,
                 status=status,
-                reason=reason,
-                message=redact(message),
+                reason=truncate(reason, 1024),
+                message=message,
                 last_transition_time=format_time(now)
                 if changed or old is None
                 else old.last_transition_time,

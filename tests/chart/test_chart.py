@@ -45,6 +45,7 @@ OPERATOR_RULES = [
         "resources": ["flowruns", "flowruns/status", "signals", "signals/status"],
         "verbs": ["get", "list", "watch", "patch", "update"],
     },
+    {"apiGroups": ["ergon.dev"], "resources": ["flowruns"], "verbs": ["delete"]},
     {
         "apiGroups": [""],
         "resources": ["pods"],
@@ -53,6 +54,19 @@ OPERATOR_RULES = [
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["ergon-operator"],
+        "verbs": ["get", "update"],
+    },
+]
+POD_FIELDS = {
+    "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+    "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+}
 CLUSTER_ONLY_RULES = [
     {
         "apiGroups": ["apiextensions.k8s.io"],
@@ -99,8 +113,11 @@ def test_operator_deployment() -> None:
     docs = render(EXISTING_SECRET)
     deployment = one(docs, "Deployment", "ergon-operator")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "ergon-operator"
     (container,) = pod["containers"]
@@ -108,9 +125,55 @@ def test_operator_deployment() -> None:
     assert container["command"] == ["ergon-operator"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    budget = one(docs, "PodDisruptionBudget", "ergon-operator")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"] == spec["selector"]
+
+
+def test_leader_election_lease_role_in_the_release_namespace() -> None:
+    for values in (EXISTING_SECRET, COMBINATIONS["watch-namespace"]):
+        docs = render(values)
+        role = one(docs, "Role", "ergon-operator-leader-election")
+        assert role["metadata"]["namespace"] == "ergon"
+        assert role["rules"] == LEASE_RULES
+        binding = one(docs, "RoleBinding", "ergon-operator-leader-election")
+        assert binding["metadata"]["namespace"] == "ergon"
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "ergon-operator", "namespace": "ergon"}
+        ]
+    named = render({**EXISTING_SECRET, "operator.leaderElection.leaseName": "mine"})
+    assert _env(one(named, "Deployment"))["ERGON_LEASE_NAME"] == "mine"
+    role = one(named, "Role", "ergon-operator-leader-election")
+    assert role["rules"][1]["resourceNames"] == ["mine"]
+
+
+def test_without_leader_election_one_replica_replaced_with_recreate() -> None:
+    values = {
+        **EXISTING_SECRET,
+        "operator.leaderElection.enabled": False,
+        "operator.replicas": 1,
+    }
+    docs = render(values)
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert _env(deployment)["ERGON_LEADER_ELECTION"] == "false"
+    assert not find(docs, "Role") and not find(docs, "PodDisruptionBudget")
+    message = render_error({**values, "operator.replicas": 2})
+    assert "operator.replicas > 1 needs operator.leaderElection.enabled=true" in message
+
+
+def test_one_replica_gets_no_disruption_budget() -> None:
+    docs = render({**EXISTING_SECRET, "operator.replicas": 1})
+    assert not find(docs, "PodDisruptionBudget")
+    assert not find(
+        render({**EXISTING_SECRET, "operator.podDisruptionBudget.enabled": False}),
+        "PodDisruptionBudget",
+    )
 
 
 def test_operator_settings_with_existing_secret() -> None:
@@ -123,6 +186,16 @@ def test_operator_settings_with_existing_secret() -> None:
         "ERGON_WORKER_SERVICE_ACCOUNT": "ergon-worker",
         "ERGON_WATCH_NAMESPACE": "",
         "ERGON_HEALTH_PORT": "8080",
+        "ERGON_MAX_RUNNING_PODS": "",
+        "ERGON_MAX_RUNNING_PODS_PER_NAMESPACE": "",
+        "ERGON_POD_START_GRACE_SECONDS": "300",
+        "ERGON_POD_GC_STRATEGY": "OnFlowRunCompletion",
+        "ERGON_TTL_SECONDS_AFTER_FINISHED": "",
+        "ERGON_ORPHAN_SWEEP_SECONDS": "300",
+        "ERGON_FLOW_RECORD_RETENTION": "",
+        "ERGON_LEADER_ELECTION": "true",
+        "ERGON_LEASE_NAME": "ergon-operator",
+        **POD_FIELDS,
     }
     assert not find(docs, "Secret"), "the chart never holds a user's DSN"
     assert not find(docs, "StatefulSet")
@@ -166,7 +239,8 @@ def test_worker_image_can_be_set_apart() -> None:
 
 def test_cluster_wide_rbac() -> None:
     docs = render(EXISTING_SECRET)
-    assert not find(docs, "Role") and not find(docs, "RoleBinding")
+    # The only Role is the one for the Lease (test_leader_election_lease_role_...).
+    assert [r["metadata"]["name"] for r in find(docs, "Role")] == ["ergon-operator-leader-election"]
     role = one(docs, "ClusterRole")
     assert role["rules"] == OPERATOR_RULES + CLUSTER_ONLY_RULES
     binding = one(docs, "ClusterRoleBinding")
@@ -183,10 +257,10 @@ def test_cluster_wide_rbac() -> None:
 def test_watch_namespace_gives_a_role_and_nothing_cluster_wide() -> None:
     docs = render(COMBINATIONS["watch-namespace"])
     assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
-    role = one(docs, "Role")
+    role = one(docs, "Role", "ergon-operator")
     assert role["metadata"]["namespace"] == "flows"
     assert role["rules"] == OPERATOR_RULES
-    binding = one(docs, "RoleBinding")
+    binding = one(docs, "RoleBinding", "ergon-operator")
     assert binding["metadata"]["namespace"] == "flows"
     assert binding["roleRef"]["kind"] == "Role"
     assert binding["subjects"] == [
@@ -286,6 +360,9 @@ def test_both_store_options_fail_clearly() -> None:
         ({"operater": {"watchNamespace": ""}}, "operater"),
         ({"operator.extraEnv": [{"name": "ERGON_STORE", "value": "x"}]}, "/operator/extraEnv"),
         ({"worker.extraNamespaces": ["Team A"]}, "/worker/extraNamespaces"),
+        ({"operator.replicas": "2"}, "/operator/replicas"),
+        ({"operator.leaderElection": {"enabled": "yes"}}, "/operator/leaderElection/enabled"),
+        ({"operator.extraEnv": [{"name": "POD_NAME", "value": "x"}]}, "/operator/extraEnv"),
     ],
 )
 def test_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:

@@ -59,6 +59,7 @@ def test_names_scope_and_category(kind: str, plural: str, short_names: list[str]
             [
                 ("FLOW", ".spec.flow"),
                 ("PHASE", ".status.phase"),
+                ("REASON", ".status.conditions[0].reason"),
                 ("STEPS", ".status.stepsCompleted"),
                 ("WAITING", ".status.waiting"),
                 ("ATTEMPTS", ".status.attempts"),
@@ -82,9 +83,10 @@ def test_printer_columns(kind: str, columns: list[tuple[str, str]]) -> None:
     assert default == columns
     paths = {path for path, _ in walk(openapi_schema(kind))}
     for column in printed:
-        if column["jsonPath"] != ".metadata.creationTimestamp":
-            assert column["jsonPath"] in paths, f"column {column['name']} shows a missing field"
-        schema_type = dict(walk(openapi_schema(kind))).get(column["jsonPath"], {}).get("type")
+        path = column["jsonPath"].replace("[0]", "[]")  # an index, as the real API accepts
+        if path != ".metadata.creationTimestamp":
+            assert path in paths, f"column {column['name']} shows a missing field"
+        schema_type = dict(walk(openapi_schema(kind))).get(path, {}).get("type")
         if column["type"] in ("integer", "string") and schema_type:
             assert column["type"] == schema_type, column
 
@@ -155,7 +157,18 @@ def test_flowrun_spec_and_status_fields() -> None:
         "cancel",
         "signals",
         "podTemplate",
+        "priority",
+        "podGC",
+        "ttlSecondsAfterFinished",
     }
+    assert spec["properties"]["podGC"]["properties"]["strategy"]["enum"] == [
+        "OnPodCompletion",
+        "OnFlowRunCompletion",
+        "OnFlowRunSuccess",
+        "Never",
+    ]
+    assert spec["properties"]["priority"]["default"] == 0
+    assert spec["properties"]["ttlSecondsAfterFinished"]["minimum"] == 0
     assert set(spec["properties"]["podTemplate"]["properties"]) == {
         "serviceAccountName",
         "resources",
@@ -187,6 +200,10 @@ def test_flowrun_spec_and_status_fields() -> None:
         "startedAt",
         "completedAt",
         "deliveredSignals",
+        "lastPodEndedAt",
+        "nextAttemptAt",
+        "podProblemSince",
+        "invalidSignals",
     }
     assert status["phase"]["enum"] == [
         "Pending",
@@ -198,6 +215,8 @@ def test_flowrun_spec_and_status_fields() -> None:
     ]
     assert set(status["waitingFor"]["properties"]) == {"signal", "timer", "child"}
     assert set(status["error"]["properties"]) == {"type", "message", "retryable"}
+    assert status["error"]["properties"]["message"]["maxLength"] == 32768
+    assert status["conditions"]["items"]["properties"]["message"]["maxLength"] == 32768
     assert set(status["conditions"]["items"]["properties"]) == {
         "type",
         "status",
@@ -231,11 +250,11 @@ def test_cel_rules_present() -> None:
     assert flowrun[".spec.flow"] == ["self == oldSelf"]
     assert flowrun[".spec.input"] == ["self == oldSelf"]
     assert set(flowrun) == {
-        ".",
         ".spec.flow",
         ".spec.input",
         ".spec.retry",
         ".spec.cancel",
+        ".spec.signals",
         ".spec.podTemplate.env[]",
         ".spec.podTemplate.labels",
     }
@@ -285,8 +304,9 @@ CEL_CASES = [
     ("FlowRun", ".spec.podTemplate.labels", {"ergon.dev/flowrun": "x"}, None, False),
     ("FlowRun", ".spec.podTemplate.env[]", {"name": "LOG_LEVEL", "value": "debug"}, None, True),
     ("FlowRun", ".spec.podTemplate.env[]", {"name": "ERGON_STORE", "value": "x"}, None, False),
-    ("FlowRun", ".", {"metadata": {"name": "order-42"}}, None, True),
-    ("FlowRun", ".", {"metadata": {"name": "o" * 64}}, None, False),
+    ("FlowRun", ".spec.signals", {"approval": True, "x" * 200: 1}, None, True),
+    ("FlowRun", ".spec.signals", {"": True}, None, False),
+    ("FlowRun", ".spec.signals", {"x" * 201: True}, None, False),
     ("Signal", ".spec.flowRun", "order-42", "order-42", True),
     ("Signal", ".spec.flowRun", "order-43", "order-42", False),
     ("Signal", ".spec.name", "approval", "approval", True),

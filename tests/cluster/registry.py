@@ -21,6 +21,7 @@ from typing import Any
 
 from . import apply as ssa
 from . import events
+from .admission import admit_pod
 from .errors import (
     ApiError,
     Cause,
@@ -165,6 +166,8 @@ class Registry:
         self._validate(rtype, obj, None)
         if name and self.store.get(rtype.storage_key, namespace, name) is not None:
             raise already_exists(rtype.plural, name, rtype.group)
+        if rtype.kind == "Pod" and not rtype.group:
+            admit_pod(self.store, namespace, obj)
         if namespace:
             self._check_namespace_open(namespace)
         if managed_fields is None:

@@ -23,6 +23,7 @@ from .cluster import Cluster
 from .codec import Target, json_response
 from .errors import ApiError, bad_request, no_such_path
 from .handlers import handle
+from .requestlog import RequestCounter
 from .schemas import KUBERNETES_VERSION
 
 JSON = dict[str, Any]
@@ -77,9 +78,17 @@ def resolve(cluster: Cluster, path: str) -> Target | None:
 def build_app(cluster: Cluster, address: Callable[[], str]) -> web.Application:
     """The aiohttp application; ``address`` gives ``host:port`` once the socket is bound."""
 
+    requests = RequestCounter()
+
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.monotonic()
+        requests.record(
+            method=request.method,
+            path=request.path,
+            agent=request.headers.get("User-Agent", ""),
+            watch=request.query.get("watch") in ("true", "1"),
+        )
         status = 500
         try:
             response = await handler(request)
@@ -109,6 +118,9 @@ def build_app(cluster: Cluster, address: Callable[[], str]) -> web.Application:
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
+        if path == "/testing/requests":
+            reset = request.query.get("reset") in ("true", "1")
+            return json_response(requests.snapshot(reset=reset))
         fixed = _fixed_endpoint(cluster, request, path, address)
         if fixed is not None:
             return await fixed

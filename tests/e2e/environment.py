@@ -8,26 +8,33 @@
   installed with its operator running in `ERGON_E2E_NAMESPACE` (default `ergon`).
 
 Both expose the same small interface to the tests: `kubectl`, `flowrun`, `wait_phase`,
-`pods`, `kill_pod`, `restart_operator`, `apply`.
+`pods`, `kill_pod`, `restart_operator`, `apply`. Fault tests also use `store_outage` (the
+operator's connection to Postgres goes through a TCP proxy the test can cut), `health_url`,
+`failover` and `event_details`; where a real cluster cannot inject the fault they say so with
+`pytest.skip`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.chart.helm import helm_install_args
 from tests.cluster.fixtures import TestCluster, scaled, start_cluster, wait_for
 from tests.support.databases import fresh_schema, postgres_database
 from tests.support.services import free_port
+from tests.support.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG_ENV = "ERGON_E2E_KUBECONFIG"
@@ -98,10 +105,45 @@ class Environment:
         return self.kubectl("logs", pod).stdout
 
     def events(self, flowrun: str) -> list[str]:
+        return [reason for _, reason, _ in self.event_details(flowrun)]
+
+    def event_details(self, flowrun: str) -> list[tuple[str, str, str]]:
+        """(type, reason, message) of the Events about the object named `flowrun`."""
         out = self.kubectl(
             "get", "events", "--field-selector", f"involvedObject.name={flowrun}", "-o", "json"
         )
-        return [e.get("reason", "") for e in json.loads(out.stdout)["items"]]
+        return [
+            (e.get("type", ""), e.get("reason", ""), e.get("message", ""))
+            for e in json.loads(out.stdout)["items"]
+        ]
+
+    def store_secret(self) -> tuple[str, str]:
+        """(name, key) of the Secret the worker pods read the store DSN from."""
+        deployment = json.loads(
+            self.kubectl(
+                "get", "deployment", "-l", "app.kubernetes.io/component=operator", "-o", "json"
+            ).stdout
+        )["items"][0]
+        for var in deployment["spec"]["template"]["spec"]["containers"][0].get("env") or []:
+            if var["name"] == "ERGON_STORE_SECRET":
+                name, _, key = str(var["value"]).partition("/")
+                return name, key or "dsn"
+        raise AssertionError("the operator Deployment sets no ERGON_STORE_SECRET")
+
+    @property
+    def health_url(self) -> str | None:
+        """The operator's health server (None where the test cannot reach it)."""
+        return None
+
+    @contextlib.contextmanager
+    def store_outage(self) -> Iterator[None]:
+        """The operator cannot reach Postgres inside the block (connections refused)."""
+        pytest.skip("cutting the operator's database connection needs the test cluster")
+        yield
+
+    def failover(self) -> None:
+        """Start a second operator replica, then SIGKILL the one that was running."""
+        raise NotImplementedError
 
     def kill_pod(self, pod: str) -> None:
         raise NotImplementedError
@@ -119,14 +161,22 @@ class Environment:
 class TestClusterEnvironment(Environment):
     __test__ = False
 
-    def __init__(self, home: Path) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        store_url: str | None = None,
+        operator_env: dict[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.cluster: TestCluster = start_cluster(home / "cluster")
         self.kubectl_path = str(self.cluster.kubectl_path)
         self.kubectl_env = self.cluster.env
         self.namespace = "ergon-e2e"
         self.operator: subprocess.Popen[bytes] | None = None
-        self.store_url = f"{postgres_database()}?schema={fresh_schema()}"
+        self.store_url = store_url or f"{postgres_database()}?schema={fresh_schema()}"
+        self.store_proxy = TcpProxy.for_url(self.store_url)
+        self.operator_starts = 0
         self.cluster.kubectl("create", "namespace", self.namespace)
         self.cluster.kubectl(
             "-n",
@@ -145,7 +195,7 @@ class TestClusterEnvironment(Environment):
             ),
             timeout=180,
         )
-        self.operator_env = self._operator_env()
+        self.operator_env = {**self._operator_env(), **(operator_env or {})}
         self.start_operator()
 
     def _operator_env(self) -> dict[str, str]:
@@ -165,21 +215,60 @@ class TestClusterEnvironment(Environment):
                 ref = var["valueFrom"]["secretKeyRef"]
                 secret = json.loads(self.kubectl("get", "secret", ref["name"], "-o", "json").stdout)
                 env[var["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+            elif "fieldRef" in (var.get("valueFrom") or {}):  # POD_NAME, POD_NAMESPACE
+                field = var["valueFrom"]["fieldRef"]["fieldPath"]
+                pod = {
+                    "metadata.name": "ergon-operator-local-1",
+                    "metadata.namespace": self.namespace,
+                }
+                env[var["name"]] = pod[field]
         env["ERGON_HEALTH_PORT"] = str(free_port())
         env["ERGON_RESYNC_SECONDS"] = "5"
+        env["ERGON_STORE"] = self.store_proxy.url(env["ERGON_STORE"])  # cut by store_outage
         return env
 
     def start_operator(self) -> None:
+        self.operator = self._spawn_operator(self.operator_env)
+
+    def _spawn_operator(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.operator_starts += 1
         log = (self.home / "operator.log").open("ab")
-        self.operator = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "ergon_operator"],
             cwd=ROOT,
-            env=self.operator_env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        port = self.operator_env["ERGON_HEALTH_PORT"]
+        port = env["ERGON_HEALTH_PORT"]
         wait_for(lambda: _healthy(port), timeout=30, message="the operator's /healthz")
+        return process
+
+    @property
+    def health_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.operator_env['ERGON_HEALTH_PORT']}"
+
+    @contextlib.contextmanager
+    def store_outage(self) -> Iterator[None]:
+        with self.store_proxy.outage():
+            yield
+
+    def failover(self) -> None:
+        standby_env = {
+            **self.operator_env,
+            "ERGON_HEALTH_PORT": str(free_port()),
+            # Another replica is another pod: its own identity for the leader Lease.
+            "POD_NAME": f"ergon-operator-local-{self.operator_starts + 1}",
+        }
+        standby = self._spawn_operator(standby_env)
+        time.sleep(2)  # let the standby settle as a follower before the leader dies
+        self.stop_operator(hard=True)
+        self.operator, self.operator_env = standby, standby_env
+
+    def api_requests(self, *, reset: bool = False) -> dict[str, Any]:
+        """The test cluster's request counts (tests/cluster/requestlog.py)."""
+        query = {"reset": "true"} if reset else None
+        return dict(self.cluster.request("GET", "/testing/requests", query=query))
 
     def stop_operator(self, hard: bool = True) -> None:
         if self.operator is not None and self.operator.poll() is None:
@@ -203,6 +292,7 @@ class TestClusterEnvironment(Environment):
     def close(self) -> None:
         self.stop_operator(hard=False)
         self.cluster.stop()
+        self.store_proxy.close()
 
 
 class RealClusterEnvironment(Environment):
@@ -215,6 +305,14 @@ class RealClusterEnvironment(Environment):
 
     def kill_pod(self, pod: str) -> None:
         self.kubectl("delete", "pod", pod, "--grace-period=0", "--force", "--wait=false")
+
+    def failover(self) -> None:
+        selector = "app.kubernetes.io/component=operator"
+        pods = json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json").stdout)
+        if len(pods["items"]) < 2:
+            pytest.skip("failover needs the chart's operator running with 2 replicas")
+        holder = pods["items"][0]["metadata"]["name"]
+        self.kubectl("delete", "pod", holder, "--grace-period=0", "--force", "--wait=false")
 
     def restart_operator(self, while_down: Callable[[], None] | None = None) -> None:
         selector = "app.kubernetes.io/component=operator"

@@ -369,6 +369,25 @@ async def test_state_changes_notify(store: Store) -> None:
     await asyncio.wait_for(waiter, 1.0)
 
 
+async def test_subscribers_hear_which_flow_changed(store: Store) -> None:
+    """Postgres and Redis name the changed flow in their notifications (the operator pokes
+    that FlowRun); the other stores only wake waiters."""
+    notifier = await store.notifier()
+    heard: list[str | None] = []
+    unsubscribe = notifier.subscribe(heard.append)
+    await store.create_flow(new("h"))
+    await store.send_signal("h", "go", "1")
+    if type(store).__name__ in ("PostgresStore", "RedisStore"):
+        async with asyncio.timeout(5.0):
+            while heard.count("h") < 2:
+                await asyncio.sleep(0.01)
+    unsubscribe()
+    count = len(heard)
+    await store.request_cancel("h")
+    await asyncio.sleep(0.1)
+    assert len(heard) == count  # unsubscribed
+
+
 # --- the state table -----------------------------------------------------------------------
 # One test per row of `ergon.storage.transitions.TABLE` (the table in docs/architecture.md):
 # bring a flow into the row's state, apply its event, check the state it ends in and whether

@@ -1,4 +1,4 @@
-"""`ergon signal` and `ergon flows list|show|cancel`: managing flows from the shell.
+"""`ergon signal` and `ergon flows list|show|cancel|prune`: managing flows from the shell.
 
 Ids are never cut: `flows list` prints plain aligned columns whenever stdout is not a terminal
 (or with `--wide`), and `flows show` prints its timeline the same way.
@@ -7,9 +7,10 @@ Ids are never cut: `flows list` prints plain aligned columns whenever stdout is 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -91,6 +92,10 @@ def list_flows(
         str | None, typer.Option(help=f"Only flows in this state ({', '.join(FLOW_STATES)}).")
     ] = None,
     flow: Annotated[str | None, typer.Option(help="Only flows of this flow name.")] = None,
+    origin_prefix: Annotated[
+        str | None,
+        typer.Option(help="Only flows whose origin starts with this (e.g. flowrun:prod/)."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     wide: Annotated[
@@ -103,7 +108,9 @@ def list_flows(
         fail(f"unknown state {state!r}; use one of {', '.join(FLOW_STATES)}")
 
     async def go(active: Store) -> list[FlowStatus]:
-        return await Client(active).list_flows(state=state, flow=flow, limit=limit)
+        return await Client(active).list_flows(
+            state=state, flow=flow, origin_prefix=origin_prefix, limit=limit
+        )
 
     rows = run_async(lambda: with_store(store_url(store), go))
     if as_json:
@@ -156,6 +163,8 @@ def show(
     )
     if status.waiting_for is not None and status.state in ("suspended", "pending"):
         line(f"waiting for {_waiting(status)}")
+    if status.origin:
+        line(f"origin {status.origin}")
     if status.lease_owner:
         line(f"held by {status.lease_owner}")
     if status.error is not None:
@@ -202,10 +211,66 @@ def cancel(
         _line(f"cancellation requested: {flow_id} stops at its next step")
 
 
+def prune(
+    finished_before: Annotated[
+        str,
+        typer.Option(
+            "--finished-before",
+            help="Only flows that ended longer ago than this: a number and a unit, "
+            "d (days), h (hours), m (minutes) or s (seconds), e.g. 7d, 12h, 30m.",
+        ),
+    ],
+    origin_prefix: Annotated[
+        str | None,
+        typer.Option(help="Only flows whose origin starts with this (e.g. flowrun:prod/)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be deleted; delete nothing.")
+    ] = False,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
+) -> None:
+    """Delete the records of flows that ended (completed, failed, cancelled) longer ago than
+    --finished-before, with their steps and signals. Flows that have not ended are never
+    touched, nor children whose parent has not ended."""
+    age = parse_duration(finished_before)
+    if age is None:
+        fail(
+            f"--finished-before {finished_before!r} is not a duration: use a number and a unit, "
+            "d, h, m or s (e.g. 7d, 12h, 30m)"
+        )
+    cutoff = utcnow() - age
+
+    async def go(active: Store) -> list[str]:
+        return await Client(active).prune(
+            finished_before=cutoff, origin_prefix=origin_prefix, dry_run=dry_run
+        )
+
+    pruned = run_async(lambda: with_store(store_url(store), go))
+    verb = "would delete" if dry_run else "deleted"
+    for flow_id in pruned:
+        _line(f"{verb} {_printable(flow_id)}")
+    noun = "flow" if len(pruned) == 1 else "flows"
+    _line(f"{verb} {len(pruned)} {noun} that ended before {_time(cutoff)}")
+
+
+_DURATION = re.compile(r"\s*(\d+)\s*([dhms])\s*")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """`7d`, `12h`, `30m`, `45s` as a timedelta (`0s`: everything that ended until now); None
+    for anything else. Public for the operator's retention setting, which reads the same form."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        return None
+    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+
+
 FLOWS_COMMANDS: dict[str, Callable[..., None]] = {
     "list": list_flows,
     "show": show,
     "cancel": cancel,
+    "prune": prune,
 }
 
 
@@ -309,6 +374,7 @@ def _status_json(status: FlowStatus) -> dict[str, object]:
         "state": status.state,
         "attempts": status.attempts,
         "version": status.version,
+        "origin": status.origin,
         "created_at": status.created_at.isoformat(),
         "updated_at": status.updated_at.isoformat(),
     }

@@ -48,7 +48,12 @@ class SuspendReason:
 
 @dataclass(frozen=True, slots=True)
 class NewFlow:
-    """A flow to record: what `Scheduler.schedule` and `Executor` hand to the store."""
+    """A flow to record: what `Scheduler.schedule` and `Executor` hand to the store.
+
+    `origin` says who asked for the flow, for those that manage flows on behalf of something
+    else (the operator records `flowrun:<namespace>/<name>/<uid>`), so they can find and prune
+    their flows by prefix; it is set once, at creation, and never changes.
+    """
 
     id: str
     flow: str
@@ -56,6 +61,7 @@ class NewFlow:
     state: FlowState = "pending"
     version: str | None = None
     parent_id: str | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +71,8 @@ class FlowStatus:
     `state` is one of pending, running, suspended, completed, failed, cancelled. `attempts` counts
     flow-level attempts (1 until a flow-level retry starts attempt 2). `waiting_for` says what a
     suspended flow waits for. `epoch` increases every time an executor takes the flow over; writes
-    carrying an older epoch are refused (fencing).
+    carrying an older epoch are refused (fencing). `origin` is who asked for the flow (see
+    `NewFlow`), None for flows scheduled directly.
     """
 
     id: str
@@ -86,6 +93,7 @@ class FlowStatus:
     lease_expires_at: datetime | None = None
     cancel_requested: bool = False
     events: int = 0
+    origin: str | None = None
 
     @property
     def is_terminal(self) -> bool:

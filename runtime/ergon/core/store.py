@@ -17,7 +17,7 @@ are JSON text. The state transitions behind them are written once, in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -61,16 +61,44 @@ class Notifier:
     def __init__(self) -> None:
         self._count = 0
         self._waiters: list[asyncio.Future[None]] = []
+        self._subscribers: list[Callable[[str | None], None]] = []
 
     def mark(self) -> int:
         return self._count
 
-    def notify(self) -> None:
+    def notify(self, flow_id: str | None = None) -> None:
+        """Wake the waiters; subscribers also hear `flow_id` when the backend names the flow
+        that changed (Postgres and Redis notifications do, local writes do not)."""
         self._count += 1
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+        if flow_id is not None:
+            self._tell(flow_id)
+
+    def notify_missed(self) -> None:
+        """The notification channel was away and is back: wake the waiters and tell
+        subscribers `None` -- any flow may have changed unheard."""
+        self.notify()
+        self._tell(None)
+
+    def subscribe(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call `callback` with the id of each flow another party changed (a flow created or
+        ended, a signal sent), or with `None` after notifications may have been lost; returns
+        the function that unsubscribes. For watchers that track many flows by id (the
+        operator), where waking on a bare counter would mean re-reading every flow."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _tell(self, flow_id: str | None) -> None:
+        for callback in list(self._subscribers):
+            callback(flow_id)
 
     async def wait(self, since: int, timeout: float) -> None:
         if self._count != since or timeout <= 0:
@@ -190,9 +218,34 @@ class AdminStore(FlowRecords, Protocol):
         state: FlowState | None = None,
         flow: str | None = None,
         parent_id: str | None = None,
+        origin_prefix: str | None = None,
         limit: int = 100,
     ) -> list[FlowStatus]:
-        """Flows, newest first, filtered by state, flow name or parent."""
+        """Flows, newest first, filtered by state, flow name, parent or origin prefix (flows
+        whose `origin` starts with `origin_prefix`; flows without an origin never match)."""
+        ...
+
+    async def prune_flows(
+        self,
+        *,
+        finished_before: datetime,
+        origin_prefix: str | None = None,
+        ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Delete up to `limit` ended flows, oldest first (by end; Redis: by creation among
+        those it reads), with their steps and signals; returns their ids (with `dry_run`, the
+        ids it would delete, deleting nothing).
+
+        A flow is pruned when it ended (completed, failed, cancelled) and its last change
+        (`updated_at`, the end) is before `finished_before`, its origin starts with
+        `origin_prefix` (if given) and its id is in `ids` (if given). Each flow is judged on its
+        own: a child is pruned only when it matches too, and never while its parent has not
+        ended (the parent may still read its outcome); a parent's ended children are not
+        removed with it. A flow that has not ended is never deleted. Callers that prune more
+        than `limit` call again until fewer come back (`Client.prune` does).
+        """
         ...
 
     async def load_steps(self, flow_id: str) -> list[StepRecord]:

@@ -10,7 +10,8 @@ import builtins
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from ergon.core import codec
@@ -35,6 +36,8 @@ from ergon.core.records import (
 from ergon.core.store import Store
 
 POLL_SECONDS = 1.0
+PRUNE_BATCH = 500  # flows deleted per transaction by `Client.prune`
+DRY_RUN_LIMIT = 1_000_000  # flows a dry-run prune lists at most
 OWNER = "ergon.Client"  # the owner recorded when a client takes a flow over to end it
 
 
@@ -74,13 +77,17 @@ class Client:
         *,
         flow_id: str | uuid.UUID | None = None,
         version: str | None = None,
+        origin: str | None = None,
     ) -> str:
         """Queue the flow named `flow` (its `Flow.flow_name()`) without importing its class;
         returns its id. Idempotent on `flow_id`.
 
         For schedulers that only know a flow by name, such as the operator. The input is
         validated only when a worker runs the flow: one that does not validate then fails the
-        flow with `FailureCode.INVALID_INPUT`, an unknown name with `INVALID_FLOW`.
+        flow with `FailureCode.INVALID_INPUT`, an unknown name with `INVALID_FLOW`. `origin`
+        records who asked for the flow (the operator: `flowrun:<namespace>/<name>/<uid>`), so
+        `list_flows(origin_prefix=...)` and `prune(origin_prefix=...)` find its flows; it is
+        recorded at creation only (a second call with the same `flow_id` changes nothing).
         """
         new = NewFlow(
             id=check_flow_id(flow_id) if flow_id is not None else str(uuid.uuid4()),
@@ -88,6 +95,7 @@ class Client:
             input=codec.dump(dict(input), what=f"flow {flow!r} input"),
             state="pending",
             version=version,
+            origin=None if origin is None else check_lookup_id(origin, what="origin"),
         )
         status, _ = await self.store.create_flow(new)
         return status.id
@@ -184,13 +192,66 @@ class Client:
         state: FlowState | None = None,
         flow: str | None = None,
         parent_id: str | None = None,
+        origin_prefix: str | None = None,
         limit: int = 100,
     ) -> list[FlowStatus]:
-        """Flows, newest first, optionally only those in `state`, of flow name `flow` or
-        children of `parent_id`."""
+        """Flows, newest first, optionally only those in `state`, of flow name `flow`,
+        children of `parent_id` or whose origin starts with `origin_prefix`."""
         if state is not None and state not in FLOW_STATES:
             raise ValueError(f"unknown flow state {state!r}; use one of {', '.join(FLOW_STATES)}")
-        return await self.store.list_flows(state=state, flow=flow, parent_id=parent_id, limit=limit)
+        return await self.store.list_flows(
+            state=state,
+            flow=flow,
+            parent_id=parent_id,
+            origin_prefix=origin_prefix,
+            limit=limit,
+        )
+
+    async def prune(
+        self,
+        *,
+        finished_before: datetime,
+        origin_prefix: str | None = None,
+        ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+        batch_size: int = PRUNE_BATCH,
+    ) -> builtins.list[str]:
+        """Delete the records of flows that ended before `finished_before` (a timezone-aware
+        time), with their steps and signals; returns the deleted ids (with `dry_run`, the ids
+        that would be deleted, deleting nothing).
+
+        `origin_prefix` and `ids` narrow it down. A flow that has not ended is never deleted,
+        nor a child whose parent has not ended (see `AdminStore.prune_flows`). Deletes in
+        batches of `batch_size`, each its own transaction, so a large prune never holds locks
+        for long; an interrupted prune simply leaves the rest for the next one.
+        """
+        if finished_before.tzinfo is None:
+            raise ValueError("finished_before must be timezone-aware (e.g. datetime.now(UTC))")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        wanted = None if ids is None else builtins.list(dict.fromkeys(ids))
+        if dry_run:
+            # One read of everything that qualifies: nothing is deleted, so batches would see
+            # the same flows again.
+            limit = len(wanted) if wanted is not None else DRY_RUN_LIMIT
+            return await self.store.prune_flows(
+                finished_before=finished_before,
+                origin_prefix=origin_prefix,
+                ids=wanted,
+                dry_run=True,
+                limit=limit,
+            )
+        pruned: builtins.list[str] = []
+        while True:
+            batch = await self.store.prune_flows(
+                finished_before=finished_before,
+                origin_prefix=origin_prefix,
+                ids=wanted,
+                limit=batch_size,
+            )
+            pruned += batch
+            if len(batch) < batch_size:
+                return pruned
 
     async def list(
         self, state: FlowState | None = None, flow: str | None = None, limit: int = 100
@@ -217,7 +278,9 @@ async def end_flow(store: Store, flow: FlowStatus, end: FlowEnd, *, owner: str) 
     Internal: `Client.fail_flow` and `Client.cancel(force=True)` are the public way.
     """
     opened = await store.open_flow(
-        NewFlow(flow.id, flow.flow, flow.input, "running", flow.version, flow.parent_id),
+        NewFlow(
+            flow.id, flow.flow, flow.input, "running", flow.version, flow.parent_id, flow.origin
+        ),
         owner=owner,
     )
     if opened.lease is None:

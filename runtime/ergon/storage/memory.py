@@ -107,6 +107,7 @@ class MemoryStore(StoreLifecycle):
         state: FlowState | None = None,
         flow: str | None = None,
         parent_id: str | None = None,
+        origin_prefix: str | None = None,
         limit: int = 100,
     ) -> list[FlowStatus]:
         rows = [
@@ -115,9 +116,41 @@ class MemoryStore(StoreLifecycle):
             if (state is None or f.state == state)
             and (flow is None or f.flow == flow)
             and (parent_id is None or f.parent_id == parent_id)
+            and transitions.origin_matches(f.origin, origin_prefix)
         ]
         rows.sort(key=lambda f: (f.created_at, f.id), reverse=True)
         return rows[:limit]
+
+    async def prune_flows(
+        self,
+        *,
+        finished_before: datetime,
+        origin_prefix: str | None = None,
+        ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[str]:
+        candidates = (
+            self._flows.values()
+            if ids is None
+            else [f for i in dict.fromkeys(ids) if (f := self._flows.get(i)) is not None]
+        )
+        doomed = sorted(
+            (
+                f
+                for f in candidates
+                if transitions.prunable(f, finished_before, origin_prefix)
+                and not self._parent_running(f)
+            ),
+            key=lambda f: (f.updated_at, f.id),
+        )[: max(0, limit)]
+        if not dry_run:
+            for f in doomed:
+                del self._flows[f.id]
+                self._steps.pop(f.id, None)
+                self._signals.pop(f.id, None)
+                self._signal_ids = {k for k in self._signal_ids if k[0] != f.id}
+        return [f.id for f in doomed]
 
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
         return self._sorted_steps(flow_id)
@@ -203,6 +236,10 @@ class MemoryStore(StoreLifecycle):
 
     def _sorted_steps(self, flow_id: str) -> list[StepRecord]:
         return sorted(self._steps.get(flow_id, {}).values(), key=lambda s: key_tuple(s.key))
+
+    def _parent_running(self, flow: FlowStatus) -> bool:
+        parent = self._flows.get(flow.parent_id) if flow.parent_id is not None else None
+        return parent is not None and not parent.is_terminal
 
     def _wake(self, flow_id: str | None, now: datetime) -> None:
         flow = self._flows.get(flow_id) if flow_id is not None else None

@@ -112,7 +112,7 @@ async def reconnect(
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
             continue
         log.info("%s re-established", what)
-        notifier.notify()
+        notifier.notify_missed()
         return
 
 

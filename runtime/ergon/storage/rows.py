@@ -38,6 +38,7 @@ FLOW_COLUMNS: tuple[str, ...] = (
     "events",
     "created_at",
     "updated_at",
+    "origin",
 )
 STEP_COLUMNS: tuple[str, ...] = (
     "key",
@@ -92,6 +93,7 @@ def flow_from_row(row: Row, time: ReadTime = as_is) -> FlowStatus:
         events=int(row[15]),
         created_at=_present(time(row[16])),
         updated_at=_present(time(row[17])),
+        origin=row[18],
     )
 
 
@@ -116,6 +118,7 @@ def flow_values(flow: FlowStatus, time: WriteTime = as_is) -> dict[str, Any]:
         "events": flow.events,
         "created_at": time(flow.created_at),
         "updated_at": time(flow.updated_at),
+        "origin": flow.origin,
     }
 
 

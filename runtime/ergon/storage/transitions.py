@@ -35,6 +35,7 @@ def created(new: NewFlow, state: FlowState, now: datetime) -> FlowStatus:
         updated_at=now,
         version=new.version,
         parent_id=new.parent_id,
+        origin=new.origin,
     )
 
 
@@ -278,3 +279,20 @@ def table_markdown() -> str:
     for row in TABLE:
         lines.append(f"| {row.state} | {row.event} | {row.next} | {'yes' if row.fences else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def origin_matches(origin: str | None, prefix: str | None) -> bool:
+    """`list_flows(origin_prefix=...)`: no prefix matches every flow; a prefix only flows whose
+    origin starts with it (a flow without an origin never)."""
+    return prefix is None or (origin is not None and origin.startswith(prefix))
+
+
+def prunable(flow: FlowStatus, finished_before: datetime, origin_prefix: str | None) -> bool:
+    """`prune_flows`: the flow ended before `finished_before` and has a matching origin. (The
+    rule about a parent that has not ended is checked by each store, which can see the parent.)
+    """
+    return (
+        flow.is_terminal
+        and flow.updated_at < finished_before
+        and origin_matches(flow.origin, origin_prefix)
+    )

@@ -259,7 +259,7 @@ class Listener:
         self._conn = conn
 
     def _received(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self.notifier.notify()
+        self.notifier.notify(payload if isinstance(payload, str) and payload else None)
 
     def _terminated(self, conn: object) -> None:
         self._lost.set()

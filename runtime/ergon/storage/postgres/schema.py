@@ -81,6 +81,14 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE signal_id IS NOT NULL;
     CREATE INDEX signals_waiting ON {s}.signals (flow_id, name, seq) WHERE consumed_at IS NULL;
     """,
+    # 2: who asked for a flow (`NewFlow.origin`), and what pruning ended flows reads. Origins
+    # are matched by prefix alongside a state or end-time index, so they get none of their own.
+    """
+    ALTER TABLE {s}.flows ADD COLUMN origin text;
+    CREATE INDEX flows_ended ON {s}.flows (updated_at)
+        WHERE state IN ('completed', 'failed', 'cancelled');
+    CREATE INDEX signals_by_flow ON {s}.signals (flow_id);
+    """,
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -194,6 +202,8 @@ class Statements:
     claim_flows: str
     renew_leases: str
     list_flows: str
+    prune_flows: str
+    prune_flows_dry: str
 
 
 def statements(schema: str) -> Statements:
@@ -208,8 +218,8 @@ def statements(schema: str) -> Statements:
         # from an update; no row comes back when the flow ended or has another flow name.
         open_flow=(
             f"INSERT INTO {s}.flows AS f (id, flow, input, state, version, parent_id, epoch, "
-            "lease_owner, created_at, updated_at) "
-            "VALUES ($1, $2, $3, 'running', $4, $5, 1, $6, now(), now()) "
+            "lease_owner, origin, created_at, updated_at) "
+            "VALUES ($1, $2, $3, 'running', $4, $5, 1, $6, $7, now(), now()) "
             "ON CONFLICT (id) DO UPDATE SET state = 'running', epoch = f.epoch + 1, "
             "lease_owner = excluded.lease_owner, lease_expires_at = NULL, waiting_for = NULL, "
             "wake_at = NULL, updated_at = excluded.updated_at "
@@ -252,8 +262,8 @@ def statements(schema: str) -> Statements:
             f"SELECT {FLOW_COLUMNS}, pg_notify($11, $1) FROM done"
         ),
         create_flow=(
-            f"INSERT INTO {s}.flows (id, flow, input, state, version, parent_id, created_at, "
-            "updated_at) VALUES ($1, $2, $3, $4, $5, $6, now(), now()) "
+            f"INSERT INTO {s}.flows (id, flow, input, state, version, parent_id, origin, "
+            "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $8, now(), now()) "
             f"ON CONFLICT (id) DO NOTHING RETURNING {FLOW_COLUMNS}, pg_notify($7, $1)"
         ),
         send_signal=(
@@ -308,4 +318,28 @@ def statements(schema: str) -> Statements:
             "RETURNING f.id, f.cancel_requested"
         ),
         list_flows=f"SELECT {FLOW_COLUMNS} FROM {s}.flows",
+        # $1 cutoff, $2 origin prefix (NULL: any), $3 ids (NULL: any), $4 limit.
+        prune_flows=(
+            f"WITH doomed AS ({_prunable(s)} FOR UPDATE SKIP LOCKED), "
+            f"steps AS (DELETE FROM {s}.steps WHERE flow_id IN (SELECT id FROM doomed)), "
+            f"signals AS (DELETE FROM {s}.signals WHERE flow_id IN (SELECT id FROM doomed)), "
+            f"gone AS (DELETE FROM {s}.flows WHERE id IN (SELECT id FROM doomed) RETURNING id) "
+            "SELECT id FROM gone"
+        ),
+        prune_flows_dry=_prunable(s),
+    )
+
+
+def _prunable(s: str) -> str:
+    """The ids `prune_flows` takes, oldest end first. Mirrors `transitions.prunable` and
+    `origin_matches` (a prefix compared with `left`, not LIKE, whose wildcards a prefix would
+    have to escape) and the rule that a child whose parent has not ended stays."""
+    return (
+        f"SELECT id FROM {s}.flows f WHERE state IN {_TERMINAL} AND updated_at < $1 "
+        "AND ($2::text IS NULL OR (origin IS NOT NULL "
+        "AND left(origin, length($2::text)) = $2::text)) "
+        "AND ($3::text[] IS NULL OR id = ANY($3::text[])) "
+        f"AND (parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.flows p "
+        f"WHERE p.id = f.parent_id AND p.state NOT IN {_TERMINAL})) "
+        "ORDER BY updated_at, id LIMIT $4"
     )

@@ -104,7 +104,14 @@ class PostgresStore(StoreLifecycle):
 
         async def work(conn: asyncpg.Connection) -> OpenedFlow:
             row = await conn.fetchrow(
-                sql.open_flow, new.id, new.flow, new.input, new.version, new.parent_id, owner
+                sql.open_flow,
+                new.id,
+                new.flow,
+                new.input,
+                new.version,
+                new.parent_id,
+                owner,
+                new.origin,
             )
             if row is None:
                 flow = _flow_or_none(await conn.fetchrow(sql.get_flow, new.id))
@@ -196,7 +203,16 @@ class PostgresStore(StoreLifecycle):
 
     async def create_flow(self, new: NewFlow) -> tuple[FlowStatus, bool]:
         sql = self._sql
-        args = (new.id, new.flow, new.input, new.state, new.version, new.parent_id, self._channel)
+        args = (
+            new.id,
+            new.flow,
+            new.input,
+            new.state,
+            new.version,
+            new.parent_id,
+            self._channel,
+            new.origin,
+        )
 
         async def work(conn: asyncpg.Connection) -> tuple[FlowStatus, bool]:
             row = await conn.fetchrow(sql.create_flow, *args)
@@ -226,6 +242,7 @@ class PostgresStore(StoreLifecycle):
         state: FlowState | None = None,
         flow: str | None = None,
         parent_id: str | None = None,
+        origin_prefix: str | None = None,
         limit: int = 100,
     ) -> list[FlowStatus]:
         # One statement text per combination of filters (each prepared once), so every
@@ -236,6 +253,11 @@ class PostgresStore(StoreLifecycle):
             if value is not None:
                 args.append(value)
                 clauses.append(f"{column} = ${len(args)}")
+        if origin_prefix is not None:
+            # Mirrors `transitions.origin_matches`.
+            args.append(origin_prefix)
+            n = len(args)
+            clauses.append(f"origin IS NOT NULL AND left(origin, length(${n}::text)) = ${n}::text")
         args.append(limit)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         order = f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
@@ -245,6 +267,29 @@ class PostgresStore(StoreLifecycle):
             return [rows.flow_from_row(row) for row in await conn.fetch(query, *args)]
 
         return await self._db.run("list flows", work, idempotent=True)
+
+    async def prune_flows(
+        self,
+        *,
+        finished_before: datetime,
+        origin_prefix: str | None = None,
+        ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[str]:
+        query = self._sql.prune_flows_dry if dry_run else self._sql.prune_flows
+        args = (
+            finished_before,
+            origin_prefix,
+            None if ids is None else list(dict.fromkeys(ids)),
+            max(0, limit),
+        )
+
+        async def work(conn: asyncpg.Connection) -> list[str]:
+            return [row[0] for row in await conn.fetch(query, *args)]
+
+        # Idempotent: a repeated prune finds what the first one left.
+        return await self._db.run("prune flows", work, idempotent=True)
 
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
         query = self._sql.load_steps

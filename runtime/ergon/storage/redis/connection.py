@@ -427,7 +427,10 @@ class Subscriber:
             if message is not None:
                 quiet_since = now
                 if message.get("type") == "message":
-                    self.notifier.notify()
+                    data = message.get("data")
+                    if isinstance(data, bytes):
+                        data = data.decode("utf-8", "replace")
+                    self.notifier.notify(data if isinstance(data, str) and data else None)
             elif now - quiet_since >= HEALTH_SECONDS:
                 quiet_since = now
                 await self._pubsub.ping()  # an idle, dead connection fails here or next read

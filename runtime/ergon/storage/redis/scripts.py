@@ -24,7 +24,7 @@ Keys, all under the store's prefix P (ids and names are used verbatim):
     P layout            the layout version (refuses to run against a newer one)
 
 Flow hash fields: id flow input state version parent result error waiting wake attempts epoch
-owner lease cancel events created updated. Absent fields are None; times are integer
+owner lease cancel events created updated origin. Absent fields are None; times are integer
 microseconds since the Unix epoch from the server's clock (`TIME`), so leases and timers are
 judged by one clock. Nothing has a TTL: a flow and its data stay until deleted by an operator.
 
@@ -57,6 +57,7 @@ FLOW_FIELDS: tuple[str, ...] = (
     "events",
     "created",
     "updated",
+    "origin",
 )
 
 PRELUDE = """
@@ -105,11 +106,12 @@ local function wake(id, now)
   end
   reindex(id, state)
 end
-local function insert(id, flow, input, state, version, parent, now)
+local function insert(id, flow, input, state, version, parent, now, origin)
   local fk = P .. 'f:' .. id
   redis.call('HSET', fk, 'id', id, 'flow', flow, 'input', input, 'state', state,
     'attempts', '1', 'epoch', '0', 'events', '0', 'created', now, 'updated', now)
   if version ~= '' then redis.call('HSET', fk, 'version', version) end
+  if origin ~= '' then redis.call('HSET', fk, 'origin', origin) end
   if parent ~= '' then
     redis.call('HSET', fk, 'parent', parent)
     redis.call('ZADD', P .. 'kids:' .. parent, now, id)
@@ -120,17 +122,17 @@ local function insert(id, flow, input, state, version, parent, now)
 end
 """
 
-# ARGV: P, id, flow, input, state, version, parent -> {created 0|1, flow}
+# ARGV: P, id, flow, input, state, version, parent, origin -> {created 0|1, flow}
 CREATE_FLOW = """
 local id = ARGV[2]
 local fk = P .. 'f:' .. id
 if redis.call('EXISTS', fk) == 1 then return {0, redis.call('HGETALL', fk)} end
-insert(id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], int(now_us()))
+insert(id, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], int(now_us()), ARGV[8])
 redis.call('PUBLISH', P .. 'events', id)
 return {1, redis.call('HGETALL', fk)}
 """
 
-# ARGV: P, id, flow, input, version, parent, owner -> {outcome, flow, steps}
+# ARGV: P, id, flow, input, version, parent, owner, origin -> {outcome, flow, steps}
 # Mirrors transitions.created, open_refusal and take_over.
 OPEN_FLOW = """
 local id = ARGV[2]
@@ -138,7 +140,7 @@ local fk = P .. 'f:' .. id
 local now = int(now_us())
 local old = redis.call('HMGET', fk, 'flow', 'state')
 if not old[1] then
-  insert(id, ARGV[3], ARGV[4], 'running', ARGV[5], ARGV[6], now)
+  insert(id, ARGV[3], ARGV[4], 'running', ARGV[5], ARGV[6], now, ARGV[8])
   redis.call('HSET', fk, 'epoch', '1', 'owner', ARGV[7])
   return {'held', redis.call('HGETALL', fk), {}}
 end
@@ -316,10 +318,13 @@ end
 return {lost, cancel}
 """
 
-# ARGV: P, state|'', flow|'', parent|'', limit -> {flow, ...} newest first. Walks the most
-# selective index and filters on the other criteria.
+# ARGV: P, state|'', flow|'', parent|'', limit, origin prefix ('' none, else '=' .. prefix)
+#   -> {flow, ...} newest first. Walks the most selective index and filters on the other
+# criteria. Mirrors transitions.origin_matches.
 LIST_FLOWS = """
 local state, flow, parent, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local prefix = false
+if ARGV[6] ~= '' then prefix = string.sub(ARGV[6], 2) end
 local index = P .. 'all'
 if parent ~= '' then index = P .. 'kids:' .. parent
 elseif flow ~= '' then index = P .. 'name:' .. flow
@@ -332,14 +337,83 @@ while #out < limit do
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
     local fk = P .. 'f:' .. id
-    local f = redis.call('HMGET', fk, 'state', 'flow', 'parent')
+    local f = redis.call('HMGET', fk, 'state', 'flow', 'parent', 'origin')
     if f[1] and (state == '' or f[1] == state) and (flow == '' or f[2] == flow)
-        and (parent == '' or f[3] == parent) then
+        and (parent == '' or f[3] == parent)
+        and (not prefix or (f[4] and string.sub(f[4], 1, #prefix) == prefix)) then
       out[#out + 1] = redis.call('HGETALL', fk)
       if #out >= limit then break end
     end
   end
   start = start + batch
+end
+return out
+"""
+
+# ARGV: P, cutoff (microseconds), origin prefix ('' none, else '=' .. prefix), dry run ('1'|''),
+#   limit, ids ('' none, else '=' followed by the JSON list) -> {id, ...} oldest end first.
+# Mirrors transitions.prunable and origin_matches, and the rule that a child whose parent has not
+# ended stays. Without ids it reads the terminal state indexes up to the cutoff by creation time
+# (a flow ends after it is created, so later ones cannot qualify), in pages, and stops reading an
+# index once it found `limit` flows in it: the script's work stays bounded by the batch (plus the
+# flows it skips), so "oldest first" is by creation among the flows read.
+PRUNE_FLOWS = """
+local cutoff, limit, dry = tonumber(ARGV[2]), tonumber(ARGV[5]), ARGV[4] == '1'
+local prefix = false
+if ARGV[3] ~= '' then prefix = string.sub(ARGV[3], 2) end
+local found = {}
+local function consider(id)
+  local f = redis.call('HMGET', P .. 'f:' .. id,
+    'state', 'updated', 'origin', 'parent', 'flow', 'version')
+  if not f[1] or not TERMINAL[f[1]] or tonumber(f[2]) >= cutoff then return end
+  if prefix and not (f[3] and string.sub(f[3], 1, #prefix) == prefix) then return end
+  if f[4] then
+    local parent_state = redis.call('HGET', P .. 'f:' .. f[4], 'state')
+    if parent_state and not TERMINAL[parent_state] then return end
+  end
+  found[#found + 1] = {id, tonumber(f[2]), f}
+end
+if ARGV[6] ~= '' then
+  local seen = {}
+  for _, id in ipairs(cjson.decode(string.sub(ARGV[6], 2))) do
+    if not seen[id] then seen[id] = true; consider(id) end
+  end
+else
+  for state, _ in pairs(TERMINAL) do
+    local start, before = 0, #found
+    while #found - before < limit do
+      local ids = redis.call('ZRANGEBYSCORE', P .. 'state:' .. state, '-inf', '(' .. ARGV[2],
+        'LIMIT', start, 500)
+      for _, id in ipairs(ids) do
+        consider(id)
+        if #found - before >= limit then break end
+      end
+      if #ids < 500 then break end
+      start = start + 500
+    end
+  end
+end
+table.sort(found, function(a, b)
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[1] < b[1]
+end)
+local out = {}
+for i = 1, math.min(#found, limit) do
+  local id, f = found[i][1], found[i][3]
+  out[#out + 1] = id
+  if not dry then
+    local gk = P .. 'g:' .. id
+    local waiting = redis.call('HGETALL', gk)
+    for j = 2, #waiting, 2 do
+      redis.call('DEL', queue_key(id, cjson.decode(waiting[j])[1]))
+    end
+    redis.call('DEL', P .. 'f:' .. id, P .. 's:' .. id, gk, P .. 'd:' .. id)
+    redis.call('ZREM', P .. 'all', id)
+    redis.call('ZREM', P .. 'state:' .. f[1], id)
+    redis.call('ZREM', P .. 'name:' .. f[5], id)
+    redis.call('ZREM', due_key(f[6]), id)
+    if f[4] then redis.call('ZREM', P .. 'kids:' .. f[4], id) end
+  end
 end
 return out
 """
@@ -364,6 +438,7 @@ SCRIPTS: dict[str, str] = {
     "claim_flows": CLAIM_FLOWS,
     "renew_leases": RENEW_LEASES,
     "list_flows": LIST_FLOWS,
+    "prune_flows": PRUNE_FLOWS,
 }
 
 

@@ -118,7 +118,15 @@ class RedisStore(StoreLifecycle):
         outcome, fields, steps = await self._redis.call(
             f"open flow {new.id}",
             "open_flow",
-            [new.id, new.flow, new.input, new.version or "", new.parent_id or "", owner],
+            [
+                new.id,
+                new.flow,
+                new.input,
+                new.version or "",
+                new.parent_id or "",
+                owner,
+                new.origin or "",
+            ],
             idempotent=True,  # a repeated take-over only moves the epoch once more
         )
         flow = _flow(fields)
@@ -187,7 +195,15 @@ class RedisStore(StoreLifecycle):
         created, fields = await self._redis.call(
             f"create flow {new.id}",
             "create_flow",
-            [new.id, new.flow, new.input, new.state, new.version or "", new.parent_id or ""],
+            [
+                new.id,
+                new.flow,
+                new.input,
+                new.state,
+                new.version or "",
+                new.parent_id or "",
+                new.origin or "",
+            ],
             idempotent=False,  # a retry would report an unseen creation as "already there"
         )
         if created:
@@ -206,15 +222,40 @@ class RedisStore(StoreLifecycle):
         state: FlowState | None = None,
         flow: str | None = None,
         parent_id: str | None = None,
+        origin_prefix: str | None = None,
         limit: int = 100,
     ) -> list[FlowStatus]:
         found = await self._redis.call(
             "list flows",
             "list_flows",
-            [state or "", flow or "", parent_id or "", max(0, limit)],
+            [state or "", flow or "", parent_id or "", max(0, limit), _prefix(origin_prefix)],
             idempotent=True,
         )
         return [_flow(fields) for fields in found]
+
+    async def prune_flows(
+        self,
+        *,
+        finished_before: datetime,
+        origin_prefix: str | None = None,
+        ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[str]:
+        wanted = "" if ids is None else "=" + json.dumps(list(dict.fromkeys(ids)))
+        found = await self._redis.call(
+            "prune flows",
+            "prune_flows",
+            [
+                _us(finished_before),
+                _prefix(origin_prefix),
+                "1" if dry_run else "",
+                max(0, limit),
+                wanted,
+            ],
+            idempotent=True,  # a repeated prune finds what the first one left
+        )
+        return [str(flow_id) for flow_id in found]
 
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
         fields = await self._redis.read(
@@ -293,6 +334,12 @@ class RedisStore(StoreLifecycle):
 
 
 # --- encoding ------------------------------------------------------------------------------
+
+
+def _prefix(prefix: str | None) -> str:
+    """An optional prefix as a script argument: '' for none, '=' before a given one (which may
+    itself be empty)."""
+    return "" if prefix is None else "=" + prefix
 
 
 def _opt(value: object) -> object:

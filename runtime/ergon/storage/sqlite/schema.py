@@ -54,4 +54,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX signals_by_id ON signals (flow_id, signal_id) WHERE signal_id IS NOT NULL;
     CREATE INDEX signals_waiting ON signals (flow_id, name, seq) WHERE consumed_at IS NULL;
     """,
+    # 2: who asked for a flow (`NewFlow.origin`), and what pruning ended flows reads. Origins
+    # are matched by prefix alongside the state index, so they get none of their own.
+    """
+    ALTER TABLE flows ADD COLUMN origin TEXT;
+    CREATE INDEX signals_by_flow ON signals (flow_id);
+    """,
 )

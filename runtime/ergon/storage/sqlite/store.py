@@ -51,12 +51,23 @@ _INSERT_FLOW = (
     f"INSERT INTO flows ({rows.FLOW_COLUMN_LIST}) "
     f"VALUES ({', '.join(':' + c for c in rows.FLOW_COLUMNS)}) ON CONFLICT (id) DO NOTHING"
 )
-_IMMUTABLE = {"id", "flow", "input", "version", "parent_id", "created_at"}
+_IMMUTABLE = {"id", "flow", "input", "version", "parent_id", "created_at", "origin"}
 _PUT_FLOW = (
     "UPDATE flows SET "
     + ", ".join(f"{c} = :{c}" for c in rows.FLOW_COLUMNS if c not in _IMMUTABLE)
     + " WHERE id = :id"
 )
+# Mirrors `transitions.origin_matches` (two parameters: the prefix twice; no LIKE, whose
+# wildcards a prefix would have to escape).
+_ORIGIN_MATCHES = "(origin IS NOT NULL AND substr(origin, 1, length(?)) = ?)"
+# Mirrors `transitions.prunable` (one parameter: the cutoff) and the rule that a child whose
+# parent has not ended stays.
+_PRUNABLE = (
+    "state IN ('completed', 'failed', 'cancelled') AND updated_at < ? AND (parent_id IS NULL "
+    "OR NOT EXISTS (SELECT 1 FROM flows p WHERE p.id = f.parent_id "
+    "AND p.state NOT IN ('completed', 'failed', 'cancelled')))"
+)
+_MAX_IDS = 500  # bound parameters per statement, well under SQLite's limit
 # Mirrors `transitions.is_runnable` (the index picks the candidates).
 _RUNNABLE = (
     "(state = 'pending' OR (state = 'suspended' AND wake_at <= :now) "
@@ -187,6 +198,7 @@ class SqliteStore(StoreLifecycle):
         state: FlowState | None = None,
         flow: str | None = None,
         parent_id: str | None = None,
+        origin_prefix: str | None = None,
         limit: int = 100,
     ) -> list[FlowStatus]:
         clauses, params = [], []
@@ -194,6 +206,9 @@ class SqliteStore(StoreLifecycle):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if origin_prefix is not None:
+            clauses.append(_ORIGIN_MATCHES)
+            params += [origin_prefix, origin_prefix]
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
             f"SELECT {rows.FLOW_COLUMN_LIST} FROM flows {where} "
@@ -202,6 +217,50 @@ class SqliteStore(StoreLifecycle):
 
         def work(conn: sqlite3.Connection) -> list[FlowStatus]:
             return [rows.flow_from_row(row, dt) for row in conn.execute(sql, (*params, limit))]
+
+        return await self._db.run(work)
+
+    async def prune_flows(
+        self,
+        *,
+        finished_before: datetime,
+        origin_prefix: str | None = None,
+        ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+        limit: int = 1000,
+    ) -> list[str]:
+        clauses = [_PRUNABLE]
+        params: list[object] = [ts(finished_before)]
+        if origin_prefix is not None:
+            clauses.append(_ORIGIN_MATCHES)
+            params += [origin_prefix, origin_prefix]
+        where = " AND ".join(clauses)
+        wanted = None if ids is None else list(dict.fromkeys(ids))
+        # With ids: one query per chunk of ids (bound parameters are limited), oldest first
+        # within each chunk.
+        chunks: list[list[str] | None] = [None] if wanted is None else [*_chunks(wanted)]
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            doomed: list[str] = []
+            with write(conn):
+                for chunk in chunks:
+                    left = max(0, limit) - len(doomed)
+                    if left <= 0:
+                        break
+                    sql = f"SELECT id FROM flows f WHERE {where}"
+                    args = list(params)
+                    if chunk is not None:
+                        sql += f" AND id IN ({', '.join('?' * len(chunk))})"
+                        args += chunk
+                    sql += " ORDER BY updated_at, id LIMIT ?"
+                    doomed += [row[0] for row in conn.execute(sql, (*args, left))]
+                if not dry_run:
+                    for part in _chunks(doomed):
+                        marks = ", ".join("?" * len(part))
+                        conn.execute(f"DELETE FROM steps WHERE flow_id IN ({marks})", part)
+                        conn.execute(f"DELETE FROM signals WHERE flow_id IN ({marks})", part)
+                        conn.execute(f"DELETE FROM flows WHERE id IN ({marks})", part)
+            return doomed
 
         return await self._db.run(work)
 
@@ -339,6 +398,10 @@ def _wake(conn: sqlite3.Connection, flow_id: str | None, now: datetime) -> None:
     flow = _flow(conn, flow_id) if flow_id is not None else None
     if flow is not None:
         _put(conn, transitions.wake(flow, now))
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + _MAX_IDS] for start in range(0, len(ids), _MAX_IDS)]
 
 
 def _refuse(conn: sqlite3.Connection, flow_id: str, epoch: int) -> None:
