@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ergon import ErrorInfo, StepRecord, SuspendReason, redact
-from ergon_operator.resources import Condition, FlowRunError, format_time
+from ergon_operator.resources import START_PROBLEMS, Condition, FlowRunError, format_time
 
 MAX_RESULT_BYTES = 4096
 PREVIEW_BYTES = 1024
@@ -18,21 +18,13 @@ PREVIEW_BYTES = 1024
 MAX_MESSAGE = 32768
 # Reasons under which a run that has not ended is still not Ready: it is not progressing on its
 # own (waiting for a retry or a worker slot, or its pod cannot start).
-NOT_READY_REASONS = frozenset(
-    {
-        "BackoffRetry",
-        "Queued",
-        "PodRejected",
-        "Unschedulable",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "ErrImageNeverPull",
-        "Recording",
-    }
-)
+NOT_READY_REASONS = START_PROBLEMS | {
+    "BackoffRetry",
+    "Queued",
+    "PodRejected",
+    "Unschedulable",
+    "Recording",
+}
 
 
 def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
