@@ -326,6 +326,24 @@ class RealClusterEnvironment(Environment):
         time.sleep(2)
 
 
+def flow_state(k8s: Environment, flow_id: str) -> str | None:
+    """The state of a flow as the store records it (None: no such flow)."""
+    import asyncio
+
+    import ergon
+
+    async def state() -> str | None:
+        assert k8s.store_url is not None
+        store = ergon.open_store(k8s.store_url)
+        try:
+            flow = await store.get_flow(flow_id)
+            return flow.state if flow else None
+        finally:
+            await store.close()
+
+    return asyncio.run(state())
+
+
 def _healthy(port: str) -> bool:
     import urllib.request
 

@@ -12,7 +12,6 @@ cluster (`Environment` skips them elsewhere).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixtures import wait_for
-from tests.e2e.environment import Environment, TestClusterEnvironment
+from tests.e2e.environment import Environment, TestClusterEnvironment, flow_state
 
 pytestmark = pytest.mark.integration
 
@@ -113,21 +112,6 @@ def settled(k8s: Environment, *names: str) -> None:
 
 def seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def flow_state(k8s: Environment, flow_id: str) -> str | None:
-    import ergon
-
-    async def state() -> str | None:
-        assert k8s.store_url is not None
-        store = ergon.open_store(k8s.store_url)
-        try:
-            flow = await store.get_flow(flow_id)
-            return flow.state if flow else None
-        finally:
-            await store.close()
-
-    return asyncio.run(state())
 
 
 def healthz(url: str, *, timeout: float) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.fixtures import wait_for
-from tests.e2e.environment import Environment
+from tests.e2e.environment import Environment, flow_state
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +255,7 @@ def test_delete_cancels_the_flow_and_is_not_blocked(k8s: Environment, name: str)
     k8s.kubectl("delete", "flowrun", name, "--timeout=30s")
     wait_for(lambda: not k8s.pods(name), timeout=60, message="pods garbage-collected")
     if k8s.store_url:
-        wait_for(lambda: _flow_state(k8s, uid) == "cancelled", timeout=30, message="flow cancelled")
+        wait_for(lambda: flow_state(k8s, uid) == "cancelled", timeout=30, message="flow cancelled")
 
 
 def test_operator_restart_mid_run_neither_loses_nor_duplicates_work(
@@ -318,20 +318,3 @@ def _logs(k8s: Environment, pod: str) -> str:
 
 def _logs_contain(k8s: Environment, pod: str, text: str) -> bool:
     return text in _logs(k8s, pod)
-
-
-def _flow_state(k8s: Environment, flow_id: str) -> str | None:
-    import asyncio
-
-    import ergon
-
-    async def state() -> str | None:
-        assert k8s.store_url is not None
-        store = ergon.open_store(k8s.store_url)
-        try:
-            flow = await store.get_flow(flow_id)
-            return flow.state if flow else None
-        finally:
-            await store.close()
-
-    return asyncio.run(state())

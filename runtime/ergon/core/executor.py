@@ -76,9 +76,11 @@ class Executor:
         `ergon.core.children.queue_child`, which queues them for any worker."""
         if not isinstance(flow, FlowModel):
             raise TypeError(f"Executor needs an ergon.Flow instance, got {type(flow).__qualname__}")
+        # The input as JSON, made once: checked here, recorded by `_open`, compared on resume.
+        self._input: str | None = None
         if lease is None:  # the flow may be new: refuse what not every store can hold
             self.flow_id = check_flow_id(flow_id)
-            codec.dump_input(flow)
+            self._input = codec.dump_input(flow)
         else:  # a claimed flow runs under the id its store holds
             self.flow_id = str(flow_id)
         self.flow = flow
@@ -156,10 +158,11 @@ class Executor:
     async def _open(self) -> OpenedFlow:
         if self.lease is not None:
             return await self.store.resume_flow(self.lease)
+        assert self._input is not None  # made in __init__ whenever there is no lease
         new = NewFlow(
             id=self.flow_id,
             flow=type(self.flow).flow_name(),
-            input=self.flow.model_dump_json(),
+            input=self._input,
             state="running",
             version=self.version,
             parent_id=self.parent_id,
@@ -168,7 +171,7 @@ class Executor:
 
     def _recorded_input(self, recorded: str) -> FlowModel:
         """A flow resumes with the input it was started with, whatever instance was passed."""
-        if recorded == self.flow.model_dump_json():
+        if recorded == (self._input or self.flow.model_dump_json()):
             return self.flow
         flow = type(self.flow).model_validate_json(recorded)
         if flow != self.flow:
