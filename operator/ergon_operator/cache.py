@@ -47,6 +47,11 @@ def _newer(new: Body, old: Body | None) -> bool:
     return a is None or b is None or a > b
 
 
+def is_newer(new: Body, old: Body | None) -> bool:
+    """Whether `new` may replace `old` in a cache (see `_newer`)."""
+    return _newer(new, old)
+
+
 def _raw_version(body: Body) -> object:
     return (body.get("metadata") or {}).get("resourceVersion")
 
@@ -68,7 +73,41 @@ def slim(body: Body, *, keep: tuple[str, ...]) -> Body:
     return result
 
 
-POD_FIELDS = ("apiVersion", "kind", "status")  # no spec: decisions read metadata and status
+POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+POD_STATUS = ("phase", "reason", "startTime")
+
+
+def slim_pod(body: Body) -> Body:
+    """A worker pod as decisions read it, and nothing else: its identity and times, the ergon.dev
+    labels, owner uids, the phase, each container's state, and an unschedulable condition. A
+    pod's full status (conditions, IPs, image ids, container ids) is several times larger, and
+    a cache of thousands of finished pods would mostly hold that."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    kept: Body = {k: meta[k] for k in POD_METADATA if k in meta}
+    if meta.get("deletionTimestamp"):
+        kept["deletionTimestamp"] = meta["deletionTimestamp"]
+    kept["labels"] = {
+        k: v for k, v in (meta.get("labels") or {}).items() if k.startswith("ergon.dev/")
+    }
+    kept["ownerReferences"] = [
+        {"uid": r.get("uid"), "controller": bool(r.get("controller"))}
+        for r in meta.get("ownerReferences") or []
+    ]
+    state: Body = {k: status[k] for k in POD_STATUS if k in status}
+    containers = [{"state": c.get("state") or {}} for c in status.get("containerStatuses") or []]
+    if containers:
+        state["containerStatuses"] = containers
+    unschedulable = [
+        c
+        for c in status.get("conditions") or []
+        if c.get("type") == "PodScheduled" and c.get("status") == "False"
+    ]
+    if unschedulable:
+        state["conditions"] = unschedulable
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": kept, "status": state}
+
+
 OBJECT_FIELDS = ("apiVersion", "kind", "spec", "status")
 
 
@@ -165,7 +204,7 @@ class Cache:
             return False
         if old is not None:
             self._unindex_pod(key, old)
-        body = slim(body, keep=POD_FIELDS)
+        body = slim_pod(body)
         self.pods[key] = body
         for uid in owner_uids(body):
             self.pods_by_owner.setdefault(uid, set()).add(key)

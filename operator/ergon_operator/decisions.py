@@ -18,6 +18,7 @@ from typing import Any
 
 from ergon import ErrorInfo, ExitCode, FailureCode, FlowStatus
 from ergon_operator import pods as pod_specs
+from ergon_operator.pools import parse_routing
 from ergon_operator.resources import (
     START_PROBLEMS,
     FlowRun,
@@ -51,6 +52,7 @@ REASON_CODES = frozenset(
 FLOW_FAILED = "FlowFailed"
 POD_REJECTED = "PodRejected"
 INVALID_SIGNAL = "InvalidSignal"
+POOL_NOT_FOUND = "WorkerPoolNotFound"
 POD_START_REASONS = frozenset({*START_PROBLEMS, "Unschedulable", POD_REJECTED})
 IMAGE_PULL = frozenset({"ErrImagePull", "ImagePullBackOff"})  # the kubelet alternates these
 MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows in full; Events are a summary
@@ -103,6 +105,10 @@ class Observed:
     signals: list[Signal] = field(default_factory=list)
     slot_free: bool = True
     pod_rejected: str | None = None
+    # spec.workerPool names no WorkerPool (or one being deleted): the flow is not recorded yet,
+    # or it waits for workers that do not exist.
+    pool_missing: bool = False
+    pool_image: str | None = None  # the image of the pool version the run is scheduled on
 
 
 def decide(seen: Observed, settings: Settings) -> Plan:
@@ -114,6 +120,19 @@ def decide(seen: Observed, settings: Settings) -> Plan:
     plan = Plan(status=status)
     _report_invalid_signals(plan, run)
 
+    if (
+        run.worker_pool is not None
+        and seen.pool_missing
+        and (flow is None or not flow.is_terminal)
+        and not run.cancel
+    ):
+        message = f"no WorkerPool {run.worker_pool!r} in namespace {run.namespace}"
+        if {c.type: c.reason for c in run.status.conditions}.get("Ready") != POOL_NOT_FOUND:
+            plan.event("Warning", POOL_NOT_FOUND, f"{message}; the run starts once it exists")
+        return _report(plan, run, "Pending", POOL_NOT_FOUND, message, now)
+    if flow is None and run.cancel:  # cancelled before its flow was ever recorded
+        status.completed_at = status.completed_at or format_time(now)
+        return _report(plan, run, "Cancelled", "Cancelled", "cancelled by spec.cancel", now)
     if flow is None:  # the reconciler records the flow first; this only happens if that failed
         return _report(plan, run, "Pending", "Recording", "recording the flow in the store", now)
     if flow.is_terminal:
@@ -137,7 +156,9 @@ def decide(seen: Observed, settings: Settings) -> Plan:
             status.completed_at = format_time(deadline)
             return _report(plan, run, "Failed", FailureCode.DEADLINE_EXCEEDED, message, now)
         plan.wake(deadline)
-    if active:
+    if run.worker_pool is not None:
+        _on_pool(plan, seen)
+    elif active:
         _running(plan, run, flow, active[-1], settings, now)
     elif flow.state == "suspended":
         _suspended(plan, seen, latest, settings)
@@ -175,6 +196,9 @@ def _base_status(seen: Observed, pods: list[Pod], latest: Pod | None) -> FlowRun
         pod_problem_since=old.pod_problem_since,
         delivered_signals=list(old.delivered_signals),
         invalid_signals=list(old.invalid_signals),
+        image=old.image,
+        version=old.version,
+        worker_pool=old.worker_pool,
     )
 
 
@@ -293,6 +317,47 @@ def _suspended(plan: Plan, seen: Observed, latest: Pod | None, settings: Setting
     _report(plan, run, "Suspended", "Waiting", f"waiting for {waiting}", now)
 
 
+def _on_pool(plan: Plan, seen: Observed) -> None:
+    """A run on a worker pool: no pod of its own; the flow record says where it is. The pool's
+    workers claim it (and its wake-ups), so the operator only reports."""
+    run, flow, now, status = seen.run, seen.flow, seen.now, plan.status
+    assert flow is not None and run.worker_pool is not None
+    routing = parse_routing(flow.version)
+    if status.worker_pool is None:
+        status.worker_pool = run.worker_pool
+        status.version = routing[2] if routing else flow.version
+        plan.event(
+            "Normal",
+            "Scheduled",
+            f"scheduled on worker pool {run.worker_pool}, version {status.version}",
+        )
+    status.image = status.image or seen.pool_image
+    status.attempts = flow.attempts
+    status.pod_name = None
+    status.started_at = status.started_at or format_time(flow.created_at)
+    where = f"worker pool {run.worker_pool} (version {status.version})"
+    if flow.state == "running":
+        status.waiting_for, status.waiting = None, ""
+        if run.phase != "Running":
+            plan.event("Normal", "Running", f"executing on {where}")
+        _report(plan, run, "Running", "Executing", f"executing on {where}", now)
+        return
+    if flow.state == "suspended":
+        reason = flow.waiting_for
+        due = reason.fire_at if reason is not None else flow.wake_at
+        if due is None or now < due:
+            status.waiting_for, status.waiting = waiting_for(reason)
+            if due is not None:
+                plan.wake(due)  # report the wake-up; the pool's workers act on it themselves
+            waiting = status.waiting or "an event"
+            if run.phase != "Suspended":
+                plan.event("Normal", "Suspended", f"waiting for {waiting} on {where}")
+            _report(plan, run, "Suspended", "Waiting", f"waiting for {waiting}", now)
+            return
+    status.waiting_for, status.waiting = None, ""
+    _report(plan, run, "Pending", "WaitingForWorker", f"waiting for a worker of {where}", now)
+
+
 def _crashed(plan: Plan, seen: Observed, latest: Pod | None, settings: Settings) -> None:
     """The last pod ended (or vanished) before the flow did: retry after the backoff, counted
     from the pod's recorded end, or — when the pod object is gone — from the end time written in
@@ -363,6 +428,8 @@ def _start_pod(
         _start_problem(plan, run, POD_REJECTED, message, now, settings, now, delete=[])
         return
     status.pod_name, status.attempts = name, attempt
+    status.image = manifest["spec"]["containers"][0]["image"]  # pinned for every later pod
+    status.version = status.version or run.version
     status.started_at = status.started_at or format_time(now)
     status.last_pod_ended_at = status.next_attempt_at = status.pod_problem_since = None
     status.waiting_for, status.waiting = None, ""

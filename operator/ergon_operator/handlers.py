@@ -3,7 +3,7 @@
 Only event handlers are used (no kopf daemons, timers or deletion handlers), so kopf adds no
 finalizers: deleting a FlowRun is never blocked, even while the operator is down. kopf's watches
 of FlowRuns and Signals (their initial listing included) fill the caches; worker pods are
-watched by the reconciler itself (`watching.PodWatch`), filtered by label on the API server,
+watched by the reconciler itself (`watching.pod_watch`), filtered by label on the API server,
 since kopf would receive every pod in the cluster and filter them afterwards.
 """
 
@@ -60,6 +60,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 async def flowrun_changed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     reconciler: Reconciler = memo["reconciler"]
     reconciler.flowrun_event(event.get("type"), dict(event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "workerpools")
+async def workerpool_changed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    reconciler.workerpool_event(event.get("type"), dict(event["object"]))
 
 
 @kopf.on.event(GROUP, VERSION, "signals")

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from ergon_operator.resources import FLOWRUN_LABEL, GROUP, VERSION
+from ergon_operator.resources import FLOWRUN_LABEL, GROUP, POOL_LABEL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 TIMEOUT = 30
@@ -52,6 +52,7 @@ class Kube:
     def __init__(self) -> None:
         api = client.ApiClient()
         self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
     async def list_worker_pods(
@@ -73,18 +74,104 @@ class Kube:
         """Open a watch of worker pods from `resource_version` (with bookmarks); returns the
         raw streaming response (blocking: call from a thread; `close()` it to stop)."""
         count_request("watch", "pods")
-        extra: dict[str, Any] = {
-            "label_selector": FLOWRUN_LABEL,
-            "watch": True,
-            "allow_watch_bookmarks": True,
-            "resource_version": resource_version,
-            "timeout_seconds": timeout_seconds,
-            "_preload_content": False,
-            "_request_timeout": (TIMEOUT, timeout_seconds + TIMEOUT),
-        }
+        extra = _watch_args(FLOWRUN_LABEL, resource_version, timeout_seconds)
         if namespace:
             return self.core.list_namespaced_pod(namespace, **extra)
         return self.core.list_pod_for_all_namespaces(**extra)
+
+    async def list_pool_deployments(
+        self, namespace: str | None, *, limit: int = PAGE, continue_: str | None = None
+    ) -> dict[str, Any]:
+        """One page of worker pools' Deployments (label `ergon.dev/workerpool`)."""
+        count_request("list", "deployments")
+        extra: dict[str, Any] = {"label_selector": POOL_LABEL, "limit": limit}
+        if continue_:
+            extra["_continue"] = continue_
+        if namespace:
+            return await self._call(self.apps.list_namespaced_deployment, namespace, **extra)
+        return await self._call(self.apps.list_deployment_for_all_namespaces, **extra)
+
+    def watch_pool_deployments(
+        self, namespace: str | None, *, resource_version: str, timeout_seconds: int
+    ) -> Any:
+        """Open a watch of worker pools' Deployments (see `watch_worker_pods`)."""
+        count_request("watch", "deployments")
+        extra = _watch_args(POOL_LABEL, resource_version, timeout_seconds)
+        if namespace:
+            return self.apps.list_namespaced_deployment(namespace, **extra)
+        return self.apps.list_deployment_for_all_namespaces(**extra)
+
+    async def list_workerpools(
+        self, namespace: str | None, *, continue_: str | None = None
+    ) -> dict[str, Any]:
+        """One page of WorkerPools (the operator reads them all once at startup; kopf's watch
+        keeps them up to date)."""
+        count_request("list", "workerpools")
+        extra: dict[str, Any] = {"limit": PAGE}
+        if continue_:
+            extra["_continue"] = continue_
+        if namespace:
+            return await self._call(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "workerpools",
+                **extra,
+            )
+        return await self._call(
+            self.custom.list_cluster_custom_object, GROUP, VERSION, "workerpools", **extra
+        )
+
+    async def create_deployment(
+        self, namespace: str, manifest: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create a Deployment; None if one of that name exists already."""
+        count_request("create", "deployments")
+        try:
+            return await self._call(self.apps.create_namespaced_deployment, namespace, manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    async def patch_deployment(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch a Deployment (replicas, or its template); None if it is gone."""
+        count_request("patch", "deployments")
+        try:
+            return await self._call(
+                self.apps.patch_namespaced_deployment,
+                name,
+                namespace,
+                patch,
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return None
+
+    async def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a Deployment; its ReplicaSets and pods follow (background propagation)."""
+        count_request("delete", "deployments")
+        try:
+            await self._call(
+                self.apps.delete_namespaced_deployment,
+                name,
+                namespace,
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_workerpool_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch a WorkerPool's status; returns it as written (None: deleted)."""
+        return await self._patch_status("workerpools", namespace, name, status)
 
     async def create_pod(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """Create a pod and return it as created; None if one of that name exists already."""
@@ -193,3 +280,15 @@ class Kube:
             return json.loads(data) if data else {}
 
         return await asyncio.to_thread(call)
+
+
+def _watch_args(selector: str, resource_version: str, timeout_seconds: int) -> dict[str, Any]:
+    return {
+        "label_selector": selector,
+        "watch": True,
+        "allow_watch_bookmarks": True,
+        "resource_version": resource_version,
+        "timeout_seconds": timeout_seconds,
+        "_preload_content": False,
+        "_request_timeout": (TIMEOUT, timeout_seconds + TIMEOUT),
+    }

@@ -51,8 +51,16 @@ def flowrun_label(run: FlowRun) -> str:
     return run.name[: MAX_LABEL - len(tag)].rstrip("-.") + tag
 
 
+def worker_image(run: FlowRun, settings: Settings) -> str:
+    """The image of the run's next pod: the one its first pod ran (`status.image`), so that an
+    upgrade of the operator's default image never changes the code under a run in flight;
+    for a run's first pod, `spec.image` or the operator's default."""
+    return run.status.image or run.image or settings.worker_image
+
+
 def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int) -> dict[str, Any]:
     """The manifest of worker pod number `sequence` (pod-level attempt `attempt`)."""
+    image = worker_image(run, settings)
     template = run.pod_template
     labels = {
         **dict(template.get("labels") or {}),
@@ -75,37 +83,14 @@ def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int)
         {"name": "ERGON_POD_ATTEMPT", "value": str(attempt)},
         *list(template.get("env") or []),
     ]
-    container: dict[str, Any] = {
-        "name": "worker",
-        "image": run.image or settings.worker_image,
-        "command": ["ergon", "run-flow", "--flow-id", run.uid],
-        "env": env,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-        },
-    }
-    if template.get("resources"):
-        container["resources"] = template["resources"]
-    spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-    }
-    account = template.get("serviceAccountName") or settings.worker_service_account
-    if account:
-        spec["serviceAccountName"] = account
-    for key in ("nodeSelector", "tolerations"):
-        if template.get(key):
-            spec[key] = template[key]
+    container = restricted_container(
+        image=image,
+        command=["ergon", "run-flow", "--flow-id", run.uid],
+        env=env,
+        template=template,
+    )
+    spec = restricted_pod_spec(container, template=template, settings=settings)
+    spec["restartPolicy"] = "Never"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -127,3 +112,50 @@ def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int)
         },
         "spec": spec,
     }
+
+
+def restricted_container(
+    *, image: str, command: list[str], env: list[dict[str, Any]], template: dict[str, Any]
+) -> dict[str, Any]:
+    """The worker container: the `restricted` Pod Security profile's container settings, with
+    the template's resources."""
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": image,
+        "command": command,
+        "env": env,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+        },
+    }
+    if template.get("resources"):
+        container["resources"] = template["resources"]
+    return container
+
+
+def restricted_pod_spec(
+    container: dict[str, Any], *, template: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """A worker pod's spec around `container`: non-root, no service account token, the
+    RuntimeDefault seccomp profile, the template's service account, node selector and
+    tolerations."""
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+    }
+    account = template.get("serviceAccountName") or settings.worker_service_account
+    if account:
+        spec["serviceAccountName"] = account
+    for key in ("nodeSelector", "tolerations"):
+        if template.get(key):
+            spec[key] = template[key]
+    return spec

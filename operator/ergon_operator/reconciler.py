@@ -38,18 +38,21 @@ from ergon_operator.decisions import Event, Observed, Plan, decide
 from ergon_operator.kube import Kube, request_counts
 from ergon_operator.limits import Rank, Slots
 from ergon_operator.pods import flowrun_label
+from ergon_operator.pool_controller import PoolController
+from ergon_operator.pools import WorkerPool, parse_routing
 from ergon_operator.resources import TERMINAL_PHASES, FlowRun, Pod, Signal, utcnow
 from ergon_operator.settings import Settings
 from ergon_operator.signals import decide_signal, spec_deliveries
 from ergon_operator.status import StepSummary
 from ergon_operator.timers import TimerHeap
-from ergon_operator.watching import PodWatch
+from ergon_operator.watching import pod_watch
 from ergon_operator.workqueue import Priority, WorkQueue
 
 log = logging.getLogger("ergon.operator")
 
 OWNER = "ergon-operator"
 PROGRESS_SECONDS = 1.0
+PENDING_EVERY = 3  # runs on a pool waiting for a worker: re-read every third progress tick
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 300.0
 
@@ -108,7 +111,16 @@ class Reconciler:
             max_per_namespace=settings.max_running_pods_per_namespace,
             poke=lambda key: self.poke(key, Priority.TIMER),
         )
-        self.pod_watch = PodWatch(
+        self.health = StoreHealth()
+        self.pools = PoolController(
+            settings,
+            self.client,
+            kube,
+            on_store_error=self.health.failed,
+            on_store_ok=self.health.ok,
+            run_versions=self._pool_run_versions,
+        )
+        self.pod_watch = pod_watch(
             kube,
             namespace=settings.watch_namespace,
             put=self.cache.put_pod,
@@ -117,12 +129,13 @@ class Reconciler:
         )
         self.cache.pod_listeners.append(self.slots.pod_changed)
         self.cache.pod_listeners.append(self._pod_changed)
-        self.health = StoreHealth()
         self._failures: dict[Key, int] = {}
         self._listed: set[Key] = set()  # poked by the startup listing only
         self._deleted: dict[Key, str] = {}  # deleted FlowRuns whose flow is still to cancel
         self._rejected: dict[str, str] = {}  # FlowRun uid -> why its pod creation was refused
         self._live: dict[Key, Key] = {}  # Running worker pod -> its FlowRun
+        self._live_pool: set[Key] = set()  # runs on a pool whose flow is running
+        self._pending_pool: set[Key] = set()  # ... or runnable, waiting for a worker
         self._own_write = False  # the cache is taking the API's answer to our own write
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -146,9 +159,11 @@ class Reconciler:
             ("orphan-sweep", self.sweeper.run()),
         ):
             self._tasks.append(loop.create_task(work, name=f"ergon-{name}"))
+        await self.pools.start()
 
     async def _start_workers(self) -> None:
         await self.pod_watch.synced.wait()
+        await self.pools.synced.wait()
         self.queue.start()
 
     async def _subscribe(self) -> None:
@@ -169,6 +184,7 @@ class Reconciler:
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.pod_watch.stop()
+        await self.pools.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -191,6 +207,8 @@ class Reconciler:
         if kind == "DELETED":
             run = FlowRun.parse(body)
             self.cache.drop_flowrun(body)
+            self._live_pool.discard(key)
+            self._pending_pool.discard(key)
             self.timers.cancel(key)
             self.slots.forget(run.uid)
             self._rejected.pop(run.uid, None)
@@ -263,16 +281,59 @@ class Reconciler:
             for key, body in list(self.cache.flowruns.items()):
                 if ((body.get("status") or {}).get("phase")) not in TERMINAL_PHASES:
                     self.queue.add(key, Priority.BACKGROUND)
+            self.pools.poke_all()
             return
         found = self.cache.key_for_uid(flow_id)
-        if found is not None:
-            self.poke(found)
+        if found is None:
+            self.pools.poke_all()  # a child flow, or one a client scheduled: maybe a pool's
+            return
+        self.poke(found)
+        run = self.cache.flowrun(found) or {}
+        pool = (run.get("spec") or {}).get("workerPool")
+        if pool:
+            self.pools.poke((found[0], str(pool)))
+
+    def workerpool_event(self, kind: str | None, body: Body) -> None:
+        """A WorkerPool watch event; a pool that appears or goes makes its runs look again."""
+        self.pools.pool_event(kind, body)
+        if kind not in ("ADDED", "DELETED"):
+            return
+        namespace, name = key_of(body)
+        for key, run in list(self.cache.flowruns.items()):
+            spec, status = run.get("spec") or {}, run.get("status") or {}
+            if (
+                key[0] == namespace
+                and spec.get("workerPool") == name
+                and status.get("phase") not in TERMINAL_PHASES
+            ):
+                self.poke(key)
+
+    def _pool_run_versions(self, pool: Key) -> frozenset[str]:
+        """The versions the pool's unfinished FlowRuns were scheduled on."""
+        found = set()
+        for (namespace, _), run in list(self.cache.flowruns.items()):
+            spec, status = run.get("spec") or {}, run.get("status") or {}
+            if (
+                namespace == pool[0]
+                and spec.get("workerPool") == pool[1]
+                and status.get("version")
+                and status.get("phase") not in TERMINAL_PHASES
+            ):
+                found.add(str(status["version"]))
+        return frozenset(found)
 
     async def _progress(self) -> None:
-        """Live status: each FlowRun with a Running worker pod is re-read once a second."""
+        """Live status: each FlowRun with a Running worker pod, or on a pool with its flow
+        running, is re-read once a second; runs on a pool waiting for a worker every
+        `PENDING_EVERY` seconds (a claim sends no notification)."""
+        tick = 0
         while True:
             await asyncio.sleep(PROGRESS_SECONDS)
-            for key in set(self._live.values()):
+            tick += 1
+            keys = set(self._live.values()) | self._live_pool
+            if tick % PENDING_EVERY == 0:
+                keys |= self._pending_pool
+            for key in keys:
                 if key not in self._failures:  # a failing run keeps to its backoff
                     self.queue.add(key, Priority.PROGRESS)
 
@@ -325,13 +386,15 @@ class Reconciler:
         # exits, so a record read after the pods is never older than what the pods show.
         flow = await self.store.get_flow(run.uid)
         changed = False
-        if flow is None and run.phase not in TERMINAL_PHASES:
+        pool = self.pools.pool(run.namespace, run.worker_pool) if run.worker_pool else None
+        pool_missing = run.worker_pool is not None and (pool is None or pool.deleting)
+        if flow is None and run.phase not in TERMINAL_PHASES and not pool_missing:
             try:
                 await self.client.schedule_by_name(
                     run.flow,
                     run.input,
                     flow_id=run.uid,
-                    version=run.version,
+                    version=pool.routing() if pool is not None else run.version,
                     origin=origin_of(run.namespace, run.name, run.uid),
                 )
             except Exception as exc:
@@ -357,8 +420,12 @@ class Reconciler:
             signals=signals,
             slot_free=slot_free,
             pod_rejected=self._rejected.get(run.uid),
+            pool_missing=pool_missing,
+            pool_image=_pool_image(pool, flow),
         )
         plan = decide(seen, self.settings)
+        if run.worker_pool is not None:
+            self._track_pool_run(run, flow)
         # No await between `may_start` and here: no other reconcile can take the same slot.
         if plan.create_pod is not None:
             self.slots.reserve(uid=run.uid, namespace=run.namespace)
@@ -371,6 +438,24 @@ class Reconciler:
         await self._apply(run, body, plan, errors)
         if errors:
             raise errors[0] if len(errors) == 1 else PartialFailure(errors)
+
+    def _track_pool_run(self, run: FlowRun, flow: ergon.FlowStatus | None) -> None:
+        """Runs on a pool whose flow is pending or running are re-read once a second (a claim
+        and step checkpoints send no notification); a pending one also wakes its pool."""
+        state = flow.state if flow is not None else None
+        if flow is not None and state == "suspended":
+            reason = flow.waiting_for
+            due = reason.fire_at if reason is not None else flow.wake_at
+            if due is not None and due <= utcnow():
+                state = "pending"  # due: runnable until a worker claims it
+        self._live_pool.discard(run.key)
+        self._pending_pool.discard(run.key)
+        if state == "running":
+            self._live_pool.add(run.key)
+        elif state == "pending":
+            self._pending_pool.add(run.key)
+            if run.worker_pool is not None:
+                self.pools.poke((run.namespace, run.worker_pool))
 
     def _pods(self, run: FlowRun) -> list[Pod]:
         """This run's pods, and those of an earlier FlowRun of its name (decide tells them
@@ -486,6 +571,7 @@ class Reconciler:
                 # reports it; the status keeps the pod that exists, not the one refused.
                 self._rejected[run.uid] = _api_message(exc)
                 plan.status.pod_name = run.status.pod_name
+                plan.status.image = run.status.image  # pinned only once a pod exists
                 plan.status.attempts = run.status.attempts or plan.status.attempts
                 plan.events = [e for e in plan.events if e.reason not in ("CreatedPod", "Resumed")]
                 plan.events.append(
@@ -576,9 +662,21 @@ class Reconciler:
             "flowruns": len(self.cache.flowruns),
             "pods": len(self.cache.pods),
             "signals": len(self.cache.signals),
-            "live": len(set(self._live.values())),
+            "live": len(set(self._live.values()) | self._live_pool | self._pending_pool),
+            "pools": len(self.pools.pools),
             **self.slots.describe(),
         }
+
+
+def _pool_image(pool: WorkerPool | None, flow: ergon.FlowStatus | None) -> str | None:
+    """The image of the pool version a flow was scheduled on, as far as the pool knows it."""
+    if pool is None or flow is None:
+        return None
+    routing = parse_routing(flow.version)
+    version = routing[2] if routing else None
+    if version == pool.version:
+        return pool.image
+    return next((v.image for v in pool.status.versions if v.version == version and v.image), None)
 
 
 def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 FLOWRUN_LABEL = "ergon.dev/flowrun"
 ATTEMPT_LABEL = "ergon.dev/attempt"
 SEQUENCE_LABEL = "ergon.dev/pod-sequence"
+POOL_LABEL = "ergon.dev/workerpool"  # on a worker pool's Deployments and pods
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled"})
 POD_GC_STRATEGIES = ("OnPodCompletion", "OnFlowRunCompletion", "OnFlowRunSuccess", "Never")
 # Container waiting reasons that mean the pod cannot start on its own (a missing Secret or
@@ -103,6 +104,11 @@ class FlowRunStatus(_Camel):
     pod_problem_since: str | None = None
     delivered_signals: list[str] = Field(default_factory=list)
     invalid_signals: list[str] = Field(default_factory=list)
+    # What the run is pinned to: the image of its first worker pod (every later pod uses it),
+    # or for a run on a worker pool, the pool and the version it was scheduled on.
+    image: str | None = None
+    version: str | None = None
+    worker_pool: str | None = None
     waiting_for: dict[str, str] | None = None
     waiting: str = ""
     result: Any = None
@@ -152,6 +158,7 @@ class FlowRun:
     priority: int = 0
     pod_gc: str | None = None  # spec.podGC.strategy; None: the operator's default
     ttl_seconds_after_finished: int | None = None
+    worker_pool: str | None = None  # spec.workerPool: run by that pool's workers, no pod
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> FlowRun:
@@ -186,6 +193,7 @@ class FlowRun:
             priority=_int(spec.get("priority")),
             pod_gc=strategy if strategy in POD_GC_STRATEGIES else None,
             ttl_seconds_after_finished=max(_int(ttl), 0) if ttl is not None else None,
+            worker_pool=spec.get("workerPool") or None,
         )
 
     @property

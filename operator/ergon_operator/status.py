@@ -24,6 +24,7 @@ NOT_READY_REASONS = START_PROBLEMS | {
     "PodRejected",
     "Unschedulable",
     "Recording",
+    "WorkerPoolNotFound",
 }
 
 

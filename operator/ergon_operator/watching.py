@@ -1,8 +1,9 @@
-"""The watch of worker pods that feeds the pod cache.
+"""Label-selected watches that feed the caches: worker pods, and worker pools' Deployments.
 
 kopf can filter pods by label only after receiving them, so its watch would carry (and keep in
-memory) every pod in the cluster. This one asks the API server for worker pods only (a label
-selector on `ergon.dev/flowrun`): list, page by page, then watch from the list's
+memory) every pod in the cluster. These ask the API server for the operator's own objects only
+(a label selector: `ergon.dev/flowrun` for pods, `ergon.dev/workerpool` for Deployments): list,
+page by page, then watch from the list's
 resourceVersion with bookmarks (so a reconnect resumes where it left off), list again when the
 server says the version is too old (410 Gone), and reconnect after errors with capped backoff.
 
@@ -15,7 +16,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -34,20 +35,25 @@ class Gone(Exception):
     """The watch's resourceVersion is too old: list again."""
 
 
-class PodWatch:
-    """List then watch worker pods into `put`/`drop`/`replace`; `synced` is set after the first
-    complete listing (the reconciler waits for it before deciding anything)."""
+class LabelWatch:
+    """List then watch one kind of labelled object into `put`/`drop`/`replace`; `synced` is set
+    after the first complete listing (the reconcilers wait for it before deciding anything).
+    `lister(namespace, continue_=token)` returns a page; `opener(namespace, resource_version=,
+    timeout_seconds=)` opens the raw watch stream."""
 
     def __init__(
         self,
-        kube: Kube,
         *,
+        kind: str,
+        lister: Callable[..., Awaitable[dict[str, Any]]],
+        opener: Callable[..., Any],
         namespace: str | None,
         put: Callable[[Body], object],
         drop: Callable[[Body], object],
         replace: Callable[[list[Body]], object],
     ) -> None:
-        self.kube = kube
+        self.kind = kind
+        self._lister, self._opener = lister, opener
         self.namespace = namespace
         self._put, self._drop, self._replace = put, drop, replace
         self.synced = asyncio.Event()
@@ -71,7 +77,7 @@ class PodWatch:
                 if isinstance(exc, ApiException) and exc.status == 410:
                     version = None  # too old to resume from: list again, at once
                     continue
-                log.warning("watching worker pods failed (%s); retrying in %.0f s", exc, backoff)
+                log.warning("watching %ss failed (%s); retrying in %.0f s", self.kind, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -79,14 +85,14 @@ class PodWatch:
         items: list[Body] = []
         token: str | None = None
         while True:
-            page = await self.kube.list_worker_pods(self.namespace, continue_=token)
+            page = await self._lister(self.namespace, continue_=token)
             items.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
             token = meta.get("continue") or None
             if token is None:
                 break
         for item in items:  # list items carry no kind; the cache does not need it
-            item.setdefault("kind", "Pod")
+            item.setdefault("kind", self.kind)
         self._replace(items)
         self.synced.set()
         return str(meta.get("resourceVersion") or "")
@@ -98,7 +104,7 @@ class PodWatch:
 
         def read() -> None:
             try:
-                response = self.kube.watch_worker_pods(
+                response = self._opener(
                     self.namespace, resource_version=version, timeout_seconds=WATCH_SECONDS
                 )
                 self._response = response
@@ -113,7 +119,7 @@ class PodWatch:
                 if not loop.is_closed():
                     loop.call_soon_threadsafe(events.put_nowait, exc)
 
-        threading.Thread(target=read, name="ergon-pod-watch", daemon=True).start()
+        threading.Thread(target=read, name=f"ergon-{self.kind.lower()}-watch", daemon=True).start()
         while True:
             event = await events.get()
             if event is None:
@@ -141,4 +147,44 @@ class PodWatch:
             try:
                 response.close()
             except Exception:  # best effort: the thread is a daemon anyway
-                log.debug("closing the pod watch failed", exc_info=True)
+                log.debug("closing the %s watch failed", self.kind, exc_info=True)
+
+
+def pod_watch(
+    kube: Kube,
+    *,
+    namespace: str | None,
+    put: Callable[[Body], object],
+    drop: Callable[[Body], object],
+    replace: Callable[[list[Body]], object],
+) -> LabelWatch:
+    """The watch of worker pods (label `ergon.dev/flowrun`)."""
+    return LabelWatch(
+        kind="Pod",
+        lister=kube.list_worker_pods,
+        opener=kube.watch_worker_pods,
+        namespace=namespace,
+        put=put,
+        drop=drop,
+        replace=replace,
+    )
+
+
+def deployment_watch(
+    kube: Kube,
+    *,
+    namespace: str | None,
+    put: Callable[[Body], object],
+    drop: Callable[[Body], object],
+    replace: Callable[[list[Body]], object],
+) -> LabelWatch:
+    """The watch of worker pools' Deployments (label `ergon.dev/workerpool`)."""
+    return LabelWatch(
+        kind="Deployment",
+        lister=kube.list_pool_deployments,
+        opener=kube.watch_pool_deployments,
+        namespace=namespace,
+        put=put,
+        drop=drop,
+        replace=replace,
+    )

@@ -58,7 +58,7 @@ from ergon.core.errors import (
 from ergon.core.executor import Executor
 from ergon.core.flow import Flow, load_flow
 from ergon.core.outcomes import Cancelled, Completed, Failed, Outcome, Suspended
-from ergon.core.records import FlowState, FlowStatus, StepRecord, SuspendReason
+from ergon.core.records import FlowState, FlowStatus, QueueDepth, StepRecord, SuspendReason
 from ergon.core.redaction import RedactingFormatter, redact, redact_url
 from ergon.core.retry import Retryable, RetryPolicy
 from ergon.core.signals import wait_for_signal
@@ -140,6 +140,7 @@ __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
     "FlowStatus",
     "FlowState",
     "StepRecord",
+    "QueueDepth",
     # Errors (the hierarchy is drawn in the docstring of ergon.core.errors)
     "ErgonError",
     "FlowDefinitionError",

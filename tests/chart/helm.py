@@ -26,6 +26,7 @@ EXAMPLES_DIR = REPO_ROOT / "examples" / "k8s"
 CRD_FILES = {
     "FlowRun": CRDS_DIR / "flowruns.ergon.dev.yaml",
     "Signal": CRDS_DIR / "signals.ergon.dev.yaml",
+    "WorkerPool": CRDS_DIR / "workerpools.ergon.dev.yaml",
 }
 
 # Values for a render that passes the chart's store check; tests add their own on top.

@@ -42,7 +42,14 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
 OPERATOR_RULES = [
     {
         "apiGroups": ["ergon.dev"],
-        "resources": ["flowruns", "flowruns/status", "signals", "signals/status"],
+        "resources": [
+            "flowruns",
+            "flowruns/status",
+            "signals",
+            "signals/status",
+            "workerpools",
+            "workerpools/status",
+        ],
         "verbs": ["get", "list", "watch", "patch", "update"],
     },
     {"apiGroups": ["ergon.dev"], "resources": ["flowruns"], "verbs": ["delete"]},
@@ -50,6 +57,11 @@ OPERATOR_RULES = [
         "apiGroups": [""],
         "resources": ["pods"],
         "verbs": ["get", "list", "watch", "create", "delete", "patch"],
+    },
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -395,7 +407,7 @@ def test_packaged_chart_carries_the_crds(tmp_path: Path) -> None:
             assert member.read().decode() == path.read_text()
     out = run_helm("template", "ergon", archive, "--include-crds", "--set", "postgres.deploy=true")
     kinds = [doc["kind"] for doc in yaml.safe_load_all(out) if doc]
-    assert kinds.count("CustomResourceDefinition") == 2
+    assert kinds.count("CustomResourceDefinition") == len(CRD_FILES)
 
 
 def test_notes_tell_how_to_run_and_signal_a_flow() -> None:

@@ -160,6 +160,7 @@ def test_flowrun_spec_and_status_fields() -> None:
         "priority",
         "podGC",
         "ttlSecondsAfterFinished",
+        "workerPool",
     }
     assert spec["properties"]["podGC"]["properties"]["strategy"]["enum"] == [
         "OnPodCompletion",
@@ -204,6 +205,9 @@ def test_flowrun_spec_and_status_fields() -> None:
         "nextAttemptAt",
         "podProblemSince",
         "invalidSignals",
+        "image",
+        "version",
+        "workerPool",
     }
     assert status["phase"]["enum"] == [
         "Pending",
@@ -249,7 +253,14 @@ def test_cel_rules_present() -> None:
     flowrun = {path: [r["rule"] for r in rules] for path, rules in _rules("FlowRun").items()}
     assert flowrun[".spec.flow"] == ["self == oldSelf"]
     assert flowrun[".spec.input"] == ["self == oldSelf"]
+    assert flowrun[".spec"] == [
+        "!has(self.workerPool) || (!has(self.image) && !has(self.version))",
+        "has(self.workerPool) == has(oldSelf.workerPool)",
+    ]
+    assert flowrun[".spec.workerPool"] == ["self == oldSelf"]
     assert set(flowrun) == {
+        ".spec",
+        ".spec.workerPool",
         ".spec.flow",
         ".spec.input",
         ".spec.retry",
@@ -319,3 +330,42 @@ def test_cel_rules_behave(kind: str, path: str, new: Any, old: Any, allowed: boo
     rules = _rules(kind)[path]
     results = [_evaluate(rule["rule"], new, old) for rule in rules]
     assert all(results) is allowed, (rules, new, old)
+
+
+def test_workerpool_spec_status_and_rules() -> None:
+    schema = openapi_schema("WorkerPool")
+    spec = schema["properties"]["spec"]
+    assert spec["required"] == ["image", "imports"]
+    assert set(spec["properties"]) == {
+        "image",
+        "version",
+        "imports",
+        "concurrency",
+        "replicas",
+        "scaleDownDelaySeconds",
+        "leaseSeconds",
+        "podTemplate",
+    }
+    # The pod template is FlowRun's, plus the termination grace of a worker being stopped.
+    flowrun_template = openapi_schema("FlowRun")["properties"]["spec"]["properties"]["podTemplate"]
+    template = dict(spec["properties"]["podTemplate"]["properties"])
+    assert "terminationGracePeriodSeconds" in template
+    del template["terminationGracePeriodSeconds"]
+    assert template == flowrun_template["properties"]
+    rules = {path: [r["rule"] for r in rs] for path, rs in _rules("WorkerPool").items()}
+    assert rules["."] == ["size(self.metadata.name) <= 40"]
+    assert rules[".spec.replicas"] == ["!has(self.min) || !has(self.max) || self.min <= self.max"]
+    status = schema["properties"]["status"]["properties"]
+    assert set(status["versions"]["items"]["properties"]) >= {
+        "version",
+        "image",
+        "replicas",
+        "flowsRunning",
+        "flowsQueued",
+        "state",
+    }
+    assert status["versions"]["items"]["properties"]["state"]["enum"] == [
+        "Active",
+        "Draining",
+        "Drained",
+    ]

@@ -26,9 +26,11 @@ def _load(name: str) -> dict[str, Any]:
 def test_the_examples_exist() -> None:
     assert [path.name for path in EXAMPLES] == [
         "flowrun-approval.yaml",
+        "flowrun-on-pool.yaml",
         "flowrun-order.yaml",
         "flowrun-settlement.yaml",
         "signal-approval.yaml",
+        "workerpool-orders.yaml",
     ]
 
 
@@ -53,6 +55,10 @@ def test_examples_are_what_the_docs_say() -> None:
     assert signal["spec"]["payload"] == {"approved": True, "by": "ops"}
     settlement = _load("flowrun-settlement.yaml")
     assert settlement["spec"]["flow"] == "examples.settlement:SettlementFlow"
+    pool = _load("workerpool-orders.yaml")
+    on_pool = _load("flowrun-on-pool.yaml")
+    assert on_pool["spec"]["workerPool"] == pool["metadata"]["name"] == "orders"
+    assert on_pool["spec"]["flow"].split(":")[0] in pool["spec"]["imports"]
 
 
 @pytest.mark.parametrize(

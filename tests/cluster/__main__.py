@@ -66,7 +66,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-workload-status",
         action="store_true",
-        help="leave Deployments etc. without the 'available' status",
+        help="leave StatefulSets and DaemonSets (and Deployments and ReplicaSets with "
+        "--no-deployment-controller) without the 'available' status",
+    )
+    parser.add_argument(
+        "--no-deployment-controller",
+        action="store_true",
+        help="do not run the Deployment and ReplicaSet controllers (no pods for them; their "
+        "status is the 'available' one unless --no-workload-status)",
     )
     return parser.parse_args(argv)
 
@@ -80,6 +87,7 @@ async def serve(args: argparse.Namespace) -> None:
         restart_backoff=args.restart_backoff,
         max_restart_backoff=args.max_restart_backoff,
         workload_status=not args.no_workload_status,
+        deployment_controller=not args.no_deployment_controller,
         kubectl=args.kubectl,
     )
     cluster = Cluster(config)

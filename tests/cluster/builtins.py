@@ -1,8 +1,9 @@
 """The built-in resource types: what a v1.33 API server lists in discovery.
 
-Only storage and the semantics in ``strategies.py`` stand behind most of them: a Deployment is
-stored and served, but no controller turns it into ReplicaSets. The OpenAPI definition names
-point into the schemas shipped by ``kubernetes-validate`` (see ``schemas.py``).
+Only storage and the semantics in ``strategies.py`` stand behind most of them: a StatefulSet is
+stored and served, but no controller turns it into pods (Deployments and ReplicaSets have theirs:
+``workloads.py``). The OpenAPI definition names point into the schemas shipped by
+``kubernetes-validate`` (see ``schemas.py``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from .openapi import OpenApi
 from .registry import Options, Registry
 from .resources import TypeRegistry
 from .store import Event, Store
-from .strategies import Strategies
+from .strategies import CONTROLLED_WORKLOADS, Strategies
+from .workloads import WorkloadControllers
 
 JSON = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ClusterConfig:
     restart_backoff: float = 1.0
     max_restart_backoff: float = 30.0
     workload_status: bool = True
+    deployment_controller: bool = True  # Deployments -> ReplicaSets -> Pods (workloads.py)
     kubectl: Path | None = None  # its embedded protobuf descriptors decode protobuf bodies
 
 
@@ -52,10 +54,17 @@ class Cluster:
         self.store = Store(config.history_size)
         self.types = TypeRegistry()
         self.types.add_all(BUILTIN_TYPES)
-        self.registry = Registry(self.store, Strategies(workload_status=config.workload_status))
+        strategies = Strategies(
+            workload_status=config.workload_status,
+            controlled=CONTROLLED_WORKLOADS if config.deployment_controller else frozenset(),
+        )
+        self.registry = Registry(self.store, strategies)
         self.registry.crd_hook = complete_and_validate
         self.crds = CrdController(self.store, self.types)
         self.gc = GarbageCollector(self.store, self.registry, self.types)
+        self.workloads: WorkloadControllers | None = None
+        if config.deployment_controller:
+            self.workloads = WorkloadControllers(self.store, self.registry, self.types)
         pod_type, event_type = self.types.get("", "v1", "pods"), self.types.get("", "v1", "events")
         assert pod_type is not None and event_type is not None
         self.kubelet = Kubelet(
@@ -87,16 +96,19 @@ class Cluster:
 
     async def start(self) -> None:
         self._bootstrap()
-        self._tasks.append(asyncio.get_running_loop().create_task(self.gc.run()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.gc.run()))
+        if self.workloads is not None:
+            self._tasks.append(loop.create_task(self.workloads.run()))
 
     async def stop(self) -> None:
-        await self.kubelet.shutdown()
-        self.store.close_watches()
-        for task in self._tasks:
+        for task in self._tasks:  # first, so no controller starts pods while the kubelet stops
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.kubelet.shutdown()
+        self.store.close_watches()
 
     def _bootstrap(self) -> None:
         system = Options(field_manager="kube-apiserver")

@@ -265,14 +265,22 @@ async def watch(cluster: Cluster, request: web.Request, target: Target) -> web.S
             now = loop.time()
             if now >= deadline:
                 break
-            wait = min(deadline, next_bookmark if bookmarks else deadline) - now
-            try:
-                event = await asyncio.wait_for(stream.queue.get(), timeout=max(wait, 0))
-            except TimeoutError:
-                if bookmarks and loop.time() >= next_bookmark:
-                    await response.write(_bookmark(rtype, cluster.store.rv))
-                    next_bookmark = loop.time() + cluster.config.bookmark_interval
+            if not stream.queue.empty():
+                event = stream.queue.get_nowait()
+            elif bookmarks and now >= next_bookmark:
+                # Only with nothing left to send: every event up to the store's version has
+                # been written, so a client resuming from the bookmark misses none. (A bookmark
+                # sent past queued events would make a watch that ends before they are sent
+                # resume after them: the real server sends bookmarks in order, too.)
+                await response.write(_bookmark(rtype, cluster.store.rv))
+                next_bookmark = loop.time() + cluster.config.bookmark_interval
                 continue
+            else:
+                wait = min(deadline, next_bookmark if bookmarks else deadline) - now
+                try:
+                    event = await asyncio.wait_for(stream.queue.get(), timeout=max(wait, 0))
+                except TimeoutError:
+                    continue
             if event is None:
                 break
             await response.write(encode(event.type, event.obj))

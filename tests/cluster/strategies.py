@@ -4,7 +4,9 @@ These are the parts of kube-apiserver's ``strategy.go`` files that clients can o
 gets its defaults and ``status.phase: Pending`` and a node (there is no scheduler); a Secret's
 ``stringData`` becomes base64 ``data``; a Namespace gets its ``kubernetes`` finalizer; a Service a
 cluster IP. Workload kinds (Deployments, StatefulSets, ...) get a status that reports them
-available at once, because nothing runs their pods (README: known differences).
+available at once, because nothing runs their pods (README: known differences), except the kinds
+a running controller reports on itself (``controlled``: Deployments and ReplicaSets, unless
+``--no-deployment-controller``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 from .builtins import NODE_NAME
 from .errors import Cause, bad_request
 from .resources import ResourceType
+from .selectors import labels_match, selector_from_label_selector
 from .validation import validate_name
 
 JSON = dict[str, Any]
 
 _WORKLOADS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"})
+CONTROLLED_WORKLOADS = frozenset({"Deployment", "ReplicaSet"})  # workloads.py reports on these
 _LABEL_NAMED = frozenset({"Namespace", "Service"})
 _PRIORITY_TOLERATIONS = [
     {
@@ -43,8 +47,11 @@ _PRIORITY_TOLERATIONS = [
 class Strategies:
     """Kind-specific behaviour, looked up by kind for the built-in (non-custom) types."""
 
-    def __init__(self, *, workload_status: bool = True) -> None:
+    def __init__(
+        self, *, workload_status: bool = True, controlled: frozenset[str] = frozenset()
+    ) -> None:
         self._workload_status = workload_status
+        self._controlled = controlled
         self._next_cluster_ip = ipaddress.IPv4Address("10.96.0.10")
 
     # create / update
@@ -66,6 +73,7 @@ class Strategies:
             self._default_service(obj)
         elif kind in _WORKLOADS:
             _default_workload(obj)
+            obj.pop("status", None)  # as every workload strategy's PrepareForCreate
         elif kind == "Node":
             obj.setdefault("status", {})
         elif rtype.has_status_subresource:
@@ -97,6 +105,8 @@ class Strategies:
         """Status a controller would converge to; applied before storing the write."""
         if rtype.custom or rtype.kind not in _WORKLOADS or not self._workload_status:
             return
+        if rtype.kind in self._controlled:
+            return
         obj["status"] = _available_status(rtype.kind, obj)
 
     # validation
@@ -110,6 +120,8 @@ class Strategies:
             return causes
         if rtype.kind == "Pod":
             causes += _validate_pod(obj, old)
+        if rtype.kind in _WORKLOADS and rtype.group == "apps":
+            causes += _validate_workload(obj, old)
         if rtype.kind in ("Secret", "ConfigMap") and old is not None and old.get("immutable"):
             for key in ("data", "binaryData", "stringData"):
                 if obj.get(key) != old.get(key):
@@ -239,6 +251,71 @@ def _frozen_pod_spec(spec: JSON) -> JSON:
         for container in frozen.get(key) or []:
             container.pop("image", None)
     return frozen
+
+
+def _validate_workload(obj: JSON, old: JSON | None) -> list[Cause]:
+    """The apps/v1 rules controllers rely on: a non-empty selector that matches the template's
+    labels and never changes, ``replicas`` >= 0, and the template's restartPolicy ``Always``."""
+    spec = obj.get("spec") or {}
+    causes: list[Cause] = []
+    replicas = spec.get("replicas")
+    if isinstance(replicas, int) and replicas < 0:
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                f"Invalid value: {replicas}: must be greater than or equal to 0",
+                "spec.replicas",
+            )
+        )
+    selector = spec.get("selector")
+    if not isinstance(selector, dict):
+        causes.append(Cause("FieldValueRequired", "Required value", "spec.selector"))
+    elif not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        causes.append(
+            Cause(
+                "FieldValueInvalid",
+                "Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), "
+                "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is "
+                f"invalid for {str(obj.get('kind', '')).lower()}",
+                "spec.selector",
+            )
+        )
+    else:
+        template = spec.get("template") or {}
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        if not labels_match(
+            selector_from_label_selector(selector), {"metadata": {"labels": labels}}
+        ):
+            shown = ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items()))
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: map[string]string{{{shown}}}: `selector` does not match "
+                    "template `labels`",
+                    "spec.template.metadata.labels",
+                )
+            )
+        policy = (template.get("spec") or {}).get("restartPolicy", "Always")
+        if policy != "Always":
+            causes.append(
+                Cause(
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{policy}": supported values: "Always"',
+                    "spec.template.spec.restartPolicy",
+                )
+            )
+    old_selector = (old.get("spec") or {}).get("selector") if old is not None else None
+    if old is not None and _normal_selector(old_selector) != _normal_selector(selector):
+        causes.append(
+            Cause("FieldValueInvalid", "Invalid value: field is immutable", "spec.selector")
+        )
+    return causes
+
+
+def _normal_selector(selector: Any) -> Any:
+    if not isinstance(selector, dict):
+        return selector
+    return {k: v for k, v in selector.items() if v}
 
 
 def _default_workload(obj: JSON) -> None:

@@ -148,6 +148,10 @@ class Environment:
     def kill_pod(self, pod: str) -> None:
         raise NotImplementedError
 
+    def set_operator_env(self, variable: str, value: str) -> None:
+        """Change one of the operator's environment variables (a restart applies it)."""
+        raise NotImplementedError
+
     def restart_operator(self, while_down: Callable[[], None] | None = None) -> None:
         raise NotImplementedError
 
@@ -191,7 +195,13 @@ class TestClusterEnvironment(Environment):
             *helm_install_args(
                 namespace=self.namespace,
                 store_secret=STORE_SECRET,
-                values={"operator.watchNamespace": self.namespace, "image.tag": "dev"},
+                # The operator runs as a local process (below), from the Deployment's own
+                # command and environment; the chart's Deployment itself starts no replica.
+                values={
+                    "operator.watchNamespace": self.namespace,
+                    "image.tag": "dev",
+                    "operator.replicas": 0,
+                },
             ),
             timeout=180,
         )
@@ -273,7 +283,14 @@ class TestClusterEnvironment(Environment):
     def stop_operator(self, hard: bool = True) -> None:
         if self.operator is not None and self.operator.poll() is None:
             self.operator.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
-            self.operator.wait(timeout=30)
+            try:
+                self.operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait(timeout=30)
+                raise AssertionError(
+                    f"the operator did not stop within 30 s of SIGTERM\n{self.debug()}"
+                ) from None
 
     def restart_operator(self, while_down: Callable[[], None] | None = None) -> None:
         self.stop_operator(hard=True)
@@ -283,6 +300,10 @@ class TestClusterEnvironment(Environment):
 
     def kill_pod(self, pod: str) -> None:
         self.cluster.kill_pod(self.namespace, pod, mode="kill")
+
+    def set_operator_env(self, variable: str, value: str) -> None:
+        self.operator_env[variable] = value
+        self.restart_operator()
 
     def debug(self) -> str:
         log = self.home / "operator.log"
@@ -305,6 +326,13 @@ class RealClusterEnvironment(Environment):
 
     def kill_pod(self, pod: str) -> None:
         self.kubectl("delete", "pod", pod, "--grace-period=0", "--force", "--wait=false")
+
+    def set_operator_env(self, variable: str, value: str) -> None:
+        selector = "app.kubernetes.io/component=operator"
+        self.kubectl("set", "env", "deployment", "-l", selector, f"{variable}={value}")
+        deployment = self.kubectl("get", "deployment", "-l", selector, "-o", "name").stdout.strip()
+        self.kubectl("rollout", "status", deployment, "--timeout=180s")
+        time.sleep(2)
 
     def failover(self) -> None:
         selector = "app.kubernetes.io/component=operator"

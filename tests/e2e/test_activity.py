@@ -53,9 +53,12 @@ def test_a_limit_caps_running_pods_and_queued_runs_start_by_priority(
 ) -> None:
     k8s = limited
     work = {"items": ["a", "b"], "seconds_per_item": 1.5}
+    # The first three hold their slots long enough for every later run to be seen Queued, even
+    # on a loaded machine (kubectl calls take a while there).
+    hold = {"items": ["a", "b"], "seconds_per_item": 6}
     first = [f"{name}-f{i}" for i in range(3)]
     for run in first:  # fill the three slots
-        k8s.apply(flowrun(run, "examples.batch:BatchFlow", work))
+        k8s.apply(flowrun(run, "examples.batch:BatchFlow", hold))
     for run in first:
         _wait(lambda run=run: bool(k8s.pods(run)), f"a pod for {run}")
     queued = {f"{name}-p{p}": p for p in (0, 5, 1, 9, 3)}

@@ -14,7 +14,7 @@ from ergon_operator.cache import Cache
 from ergon_operator.kube import Kube
 from ergon_operator.limits import Rank, Slots
 from ergon_operator.timers import TimerHeap
-from ergon_operator.watching import PodWatch
+from ergon_operator.watching import pod_watch
 from ergon_operator.workqueue import Priority, WorkQueue
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -324,7 +324,7 @@ class _WatchKube:
 async def test_the_pod_watch_pages_watches_and_relists_on_gone() -> None:
     cache = Cache()
     kube = _WatchKube()
-    watch = PodWatch(
+    watch = pod_watch(
         cast(Kube, kube),
         namespace=None,
         put=cache.put_pod,

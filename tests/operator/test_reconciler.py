@@ -28,6 +28,16 @@ class FakeKube:
         self.refuse_pods: ApiException | None = None
         self.version = 100
 
+    async def list_pool_deployments(self, namespace: str | None, **_: Any) -> dict[str, Any]:
+        return {"items": [], "metadata": {"resourceVersion": "1"}}
+
+    def watch_pool_deployments(self, namespace: str | None, **_: Any) -> Any:
+        raise ConnectionError("no watch here")
+
+    list_worker_pods = list_pool_deployments
+    list_workerpools = list_pool_deployments
+    watch_worker_pods = watch_pool_deployments
+
     def _bump(self, body: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
         body = copy.deepcopy(body)

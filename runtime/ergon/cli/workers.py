@@ -58,6 +58,10 @@ def worker(
     version: Annotated[
         str | None, typer.Option(help="Deployment version: claim flows of it and unversioned ones.")
     ] = None,
+    exclusive: Annotated[
+        bool,
+        typer.Option("--exclusive", help="Claim only flows of --version, never unversioned ones."),
+    ] = False,
     name: Annotated[str | None, typer.Option(help="Worker name (default: host-pid).")] = None,
     lease_seconds: Annotated[float, typer.Option(min=0.1, help="Lease length in seconds.")] = 30.0,
     poll_interval: Annotated[
@@ -69,9 +73,13 @@ def worker(
 
     On SIGTERM or SIGINT the worker stops claiming, finishes the flows it is executing, and exits.
     A Postgres or Redis server that cannot be reached yet is waited for (logged once per try).
+    With --version V --exclusive it claims only flows of version V (a worker pool of one
+    version), never unversioned ones.
     """
     logging.getLogger("ergon").setLevel(logging.DEBUG if verbose else logging.INFO)
     set_verbose(verbose)
+    if exclusive and not version:
+        fail("--exclusive needs --version: it claims only flows of that version")
     flows = flows_in(imports)
     if not flows:
         fail(f"no ergon.Flow classes found in {', '.join(imports)}")
@@ -81,7 +89,8 @@ def worker(
         say(
             ("ergon worker", "bold"),
             f"{' ' + name if name else ''} on {shown(url)}: {len(flows)} flows, "
-            f"concurrency {concurrency}, version {version or 'none'}",
+            f"concurrency {concurrency}, version {version or 'none'}"
+            f"{' (exclusive)' if exclusive else ''}",
         )
 
     runner = Worker(
@@ -92,6 +101,7 @@ def worker(
         version=version,
         lease_seconds=lease_seconds,
         poll_interval=poll_interval,
+        exclusive=exclusive,
     )
     asyncio.run(_serve(runner, url=url, banner=banner))
 

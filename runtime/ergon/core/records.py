@@ -1,4 +1,4 @@
-"""The rows a store keeps: flows, steps and signals.
+"""The rows a store keeps: flows, steps and signals (and what stores report about them).
 
 Payloads (flow input, step results, signal payloads) are JSON text here; the core encodes and
 decodes them (`ergon.core.codec`), so stores never see Python objects they would have to pickle.
@@ -98,6 +98,31 @@ class FlowStatus:
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """How many unfinished flows of one version there are, by what they wait for
+    (`Client.queue_depth`): what an autoscaler sizes a worker pool by, and how an operator sees
+    that an old version has drained (`unfinished == 0`).
+
+    `runnable`: a worker could claim them now (pending; suspended with a due wake-up time;
+    running with an expired lease). `running`: held by an executor (running with a live lease,
+    or without a lease: owned by an executor outside a worker). `waiting`: suspended and not
+    due (waiting for a signal, a timer or a child). `next_wake_at`: the next time one of them
+    becomes runnable by time alone (the earliest future wake-up time of a waiting flow or lease
+    expiry of a running one), None when none will.
+    """
+
+    runnable: int = 0
+    running: int = 0
+    waiting: int = 0
+    next_wake_at: datetime | None = None
+
+    @property
+    def unfinished(self) -> int:
+        """Flows of the version that have not ended: runnable + running + waiting."""
+        return self.runnable + self.running + self.waiting
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ notification helper stores share.
 * `ExecutionStore`: what an `Executor` (and the flow context under it) needs to run one flow.
 * `QueueStore`: what a `Worker` adds: claiming runnable flows, renewing leases, wake-ups.
 * `AdminStore`: what `Client`, `Scheduler`, the CLI and the operator need: records, signals,
-  cancellation.
+  cancellation, queue depth per version.
 * `Store`: all three plus closing; what every adapter implements (`ergon.storage` exports the
   protocols and their record types for implementers).
 
@@ -30,6 +30,7 @@ from ergon.core.records import (
     Lease,
     NewFlow,
     OpenedFlow,
+    QueueDepth,
     SignalRecord,
     StepRecord,
 )
@@ -186,14 +187,22 @@ class QueueStore(Protocol):
     """What a worker needs besides executing: claims, leases and wake-ups."""
 
     async def claim_flows(
-        self, *, owner: str, version: str | None, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        version: str | None,
+        lease_seconds: float,
+        limit: int,
+        exclusive: bool = False,
     ) -> Claimed:
         """Claim up to `limit` runnable flows for a worker, each with a new epoch and a lease.
 
         Runnable: pending; suspended with `wake_at` due; running with an expired lease. A worker
         with a version claims flows of that version and unversioned ones; an unversioned worker
-        only unversioned ones. `next_wake_at` is the earliest time another flow becomes runnable
-        by time alone (a timer, a retry, a lease running out).
+        only unversioned ones. With `exclusive`, a versioned worker claims only flows of its own
+        version, never unversioned ones; ignored without a version. `next_wake_at` is the
+        earliest time another flow it may claim becomes runnable by time alone (a timer, a
+        retry, a lease running out).
         """
         ...
 
@@ -210,7 +219,8 @@ class QueueStore(Protocol):
 
 @runtime_checkable
 class AdminStore(FlowRecords, Protocol):
-    """What clients outside an execution need: records, step history, signals, cancellation."""
+    """What clients outside an execution need: records, step history, signals, cancellation,
+    queue depth."""
 
     async def list_flows(
         self,
@@ -250,6 +260,12 @@ class AdminStore(FlowRecords, Protocol):
 
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
         """All recorded steps of a flow, in one read."""
+        ...
+
+    async def queue_depth(self, *, version: str | None) -> QueueDepth:
+        """The unfinished flows of exactly `version` (None: the unversioned ones), counted in
+        one read by what they wait for (see `QueueDepth`), judged by the store's clock as
+        `claim_flows` judges it. Ended flows are not counted."""
         ...
 
     async def send_signal(

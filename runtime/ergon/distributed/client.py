@@ -31,6 +31,7 @@ from ergon.core.records import (
     FlowState,
     FlowStatus,
     NewFlow,
+    QueueDepth,
     StepRecord,
 )
 from ergon.core.store import Store
@@ -206,6 +207,19 @@ class Client:
             origin_prefix=origin_prefix,
             limit=limit,
         )
+
+    async def queue_depth(self, *, version: str | None = None) -> QueueDepth:
+        """How many unfinished flows of exactly `version` there are (None, the default: the
+        unversioned flows), by what they wait for: `runnable` (a worker could claim them now),
+        `running` (an executor holds them), `waiting` (suspended on a signal, a timer or a child,
+        not due), and `next_wake_at` (when one next becomes runnable by time alone).
+
+        What an autoscaler sizes a worker pool of that version by (`runnable + running`), and
+        how to see that an old version has drained (`unfinished == 0`). One read, judged by the
+        store's clock. On Redis its cost grows with the running and suspended flows of all
+        versions (see `RedisStore.queue_depth`).
+        """
+        return await self.store.queue_depth(version=version or None)
 
     async def prune(
         self,

@@ -63,8 +63,11 @@ class Worker:
     """Executes flows of the given classes from `store`, `concurrency` at a time.
 
     A versioned worker claims flows of its version and unversioned flows; an unversioned worker
-    claims only unversioned flows. A flow whose class the worker does not know, or whose input
-    no longer validates, fails with a clear error; the worker carries on.
+    claims only unversioned flows. With `exclusive`, a versioned worker claims only flows of its
+    own version, never unversioned ones: a worker pool of one version (Kubernetes) then leaves
+    unversioned flows to the processes that know their classes (`exclusive` without a version
+    changes nothing). A flow whose class the worker does not know, or whose input no longer
+    validates, fails with a clear error; the worker carries on.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Worker:
         version: str | None = None,
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
+        exclusive: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"Worker concurrency must be at least 1, got {concurrency}")
@@ -86,6 +90,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.concurrency = concurrency
         self.version = version or None
+        self.exclusive = exclusive
         self.lease_seconds = float(lease_seconds)
         self.poll_interval = poll_interval
         self.flows: dict[str, type[Flow]] = {}
@@ -111,7 +116,11 @@ class Worker:
         )
         renewing = asyncio.create_task(keeper.run())
         log.info(
-            "worker %s started (version %s, flows: %s)", self.name, self.version, list(self.flows)
+            "worker %s started (version %s%s, flows: %s)",
+            self.name,
+            self.version,
+            " only" if self.exclusive and self.version else "",
+            list(self.flows),
         )
         try:
             seen = notifier.mark()
@@ -147,7 +156,11 @@ class Worker:
         sent_at = lease_clock()
         try:
             claimed = await self.store.claim_flows(
-                owner=self.name, version=self.version, lease_seconds=self.lease_seconds, limit=free
+                owner=self.name,
+                version=self.version,
+                lease_seconds=self.lease_seconds,
+                limit=free,
+                exclusive=self.exclusive,
             )
         except StoreError as exc:
             log.warning("worker %s could not claim flows: %s", self.name, exc)

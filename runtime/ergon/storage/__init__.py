@@ -12,6 +12,7 @@ Records (frozen dataclasses; payloads are JSON text, times timezone-aware UTC):
   execution leaves a flow; `OpenedFlow` -- what an executor starts from.
 * `StepRecord` -- one checkpoint; `SignalRecord` -- a queued signal.
 * `Lease`, `Claimed`, `Renewal` -- a worker's hold on flows.
+* `QueueDepth` -- a version's unfinished flows by what they wait for (`queue_depth`).
 * `Notifier` -- the change counter a store bumps when others' writes may matter.
 
 How to write one: keep the state rules of `ergon.storage.transitions` (pure functions a store
@@ -31,6 +32,7 @@ from ergon.core.records import (
     Lease,
     NewFlow,
     OpenedFlow,
+    QueueDepth,
     SignalRecord,
     StepKind,
     StepRecord,
@@ -61,6 +63,7 @@ __all__ = [
     "NewFlow",
     "Notifier",
     "OpenedFlow",
+    "QueueDepth",
     "QueueStore",
     "Renewal",
     "SignalRecord",

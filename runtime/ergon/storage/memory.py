@@ -15,6 +15,7 @@ from ergon.core.records import (
     Lease,
     NewFlow,
     OpenedFlow,
+    QueueDepth,
     SignalRecord,
     StepRecord,
     key_tuple,
@@ -155,6 +156,11 @@ class MemoryStore(StoreLifecycle):
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
         return self._sorted_steps(flow_id)
 
+    async def queue_depth(self, *, version: str | None) -> QueueDepth:
+        """The flows of `version` counted by `transitions.depth` (a walk over every flow)."""
+        now = utcnow()
+        return transitions.depth((f for f in self._flows.values() if f.version == version), now)
+
     # --- signals ----------------------------------------------------------------------------
 
     async def send_signal(
@@ -190,7 +196,13 @@ class MemoryStore(StoreLifecycle):
         return flow
 
     async def claim_flows(
-        self, *, owner: str, version: str | None, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        version: str | None,
+        lease_seconds: float,
+        limit: int,
+        exclusive: bool = False,
     ) -> Claimed:
         now = utcnow()
         expires = now + timedelta(seconds=lease_seconds)
@@ -198,7 +210,7 @@ class MemoryStore(StoreLifecycle):
         next_wake: datetime | None = None
         candidates = sorted(self._flows.values(), key=lambda f: (f.updated_at, f.id))
         for flow in candidates:
-            if not transitions.may_claim(flow, version):
+            if not transitions.may_claim(flow, version, exclusive=exclusive):
                 continue
             if not transitions.is_runnable(flow, now):
                 due = transitions.runnable_at(flow)

@@ -17,11 +17,19 @@ children move; it is how a suspension that raced an event is caught.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from ergon.core.errors import CancelRequestedError, FencedError, FlowMismatchError
-from ergon.core.records import TERMINAL_STATES, FlowEnd, FlowState, FlowStatus, NewFlow
+from ergon.core.records import (
+    TERMINAL_STATES,
+    FlowEnd,
+    FlowState,
+    FlowStatus,
+    NewFlow,
+    QueueDepth,
+)
 
 
 def created(new: NewFlow, state: FlowState, now: datetime) -> FlowStatus:
@@ -139,10 +147,51 @@ def is_runnable(flow: FlowStatus, now: datetime) -> bool:
     return flow.state == "running" and lease_expired(flow, now)
 
 
-def may_claim(flow: FlowStatus, version: str | None) -> bool:
+def may_claim(flow: FlowStatus, version: str | None, *, exclusive: bool = False) -> bool:
     """Version routing: a worker with a version runs flows of that version and unversioned
-    ones; an unversioned worker only unversioned ones."""
+    ones (only those of its version when `exclusive`: a worker pool of one version); an
+    unversioned worker only unversioned ones (`exclusive` changes nothing for it)."""
+    if exclusive and version is not None:
+        return flow.version == version
     return flow.version is None or flow.version == version
+
+
+DepthBucket = Literal["runnable", "running", "waiting"]
+
+
+def depth_bucket(flow: FlowStatus, now: datetime) -> DepthBucket | None:
+    """Where `queue_depth` counts a flow (None: it ended, it is not counted): runnable (a
+    worker may claim it now, `is_runnable`); running (held by an executor: a live lease, or no
+    lease at all); waiting (suspended and not due: a signal, a timer, a child)."""
+    if is_runnable(flow, now):
+        return "runnable"
+    if flow.state == "running":
+        return "running"
+    if flow.state == "suspended":
+        return "waiting"
+    return None
+
+
+def depth(flows: Iterable[FlowStatus], now: datetime) -> QueueDepth:
+    """`queue_depth` over the flows of one version: each counted by `depth_bucket`;
+    `next_wake_at` is the earliest `runnable_at` among those not runnable now (a waiting flow's
+    wake-up time, a running flow's lease expiry)."""
+    counts = {"runnable": 0, "running": 0, "waiting": 0}
+    next_wake: datetime | None = None
+    for flow in flows:
+        bucket = depth_bucket(flow, now)
+        if bucket is None:
+            continue
+        counts[bucket] += 1
+        due = runnable_at(flow) if bucket != "runnable" else None
+        if due is not None and (next_wake is None or due < next_wake):
+            next_wake = due
+    return QueueDepth(
+        runnable=counts["runnable"],
+        running=counts["running"],
+        waiting=counts["waiting"],
+        next_wake_at=next_wake,
+    )
 
 
 def claim(flow: FlowStatus, owner: str, expires: datetime, now: datetime) -> FlowStatus:

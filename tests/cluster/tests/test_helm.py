@@ -32,6 +32,12 @@ def test_install_list_upgrade_uninstall(test_cluster: TestCluster, cluster_names
     assert [(r["name"], r["status"], r["revision"]) for r in releases] == [
         ("demo", "deployed", "1")
     ]
+    pods = json.loads(
+        test_cluster.kubectl(
+            "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=demo", "-o", "json"
+        ).stdout
+    )["items"]
+    assert [p["status"]["phase"] for p in pods] == ["Running"]  # --wait waited for it
 
     kinds = test_cluster.kubectl(
         "get",

@@ -179,8 +179,15 @@ _WAKE = (
 _ENDS_NOW = (
     "(state IN ('pending', 'suspended') OR (state = 'running' AND lease_expires_at < now()))"
 )
-# Mirrors `transitions.may_claim`.
+# Mirrors `transitions.may_claim`: $4 the worker's version (NULL: only unversioned flows; with
+# `exclusive` and a version, only that version's).
 _VERSION_OK = "(version IS NULL OR version = $4)"
+_VERSION_ONLY = "version = $4"
+# Mirrors `transitions.is_runnable`.
+_RUNNABLE = (
+    "(state = 'pending' OR (state = 'suspended' AND wake_at <= now()) "
+    "OR (state = 'running' AND lease_expires_at < now()))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +207,12 @@ class Statements:
     next_signal: str
     request_cancel: str
     claim_flows: str
+    claim_flows_exclusive: str
     renew_leases: str
     list_flows: str
     prune_flows: str
     prune_flows_dry: str
+    queue_depth: str
 
 
 def statements(schema: str) -> Statements:
@@ -290,26 +299,8 @@ def statements(schema: str) -> Statements:
             f"parent AS ({wake}(SELECT parent_id FROM ended WHERE state = 'cancelled')) "
             f"SELECT {FLOW_COLUMNS}, pg_notify($2, $1) FROM ended"
         ),
-        # Mirrors `transitions.is_runnable` and `claim`.
-        # $1 owner, $2 lease seconds, $3 limit, $4 version. One row always comes back: the
-        # next time a flow becomes runnable by time alone, beside each claimed flow (if any).
-        claim_flows=(
-            f"WITH picked AS (SELECT id FROM {s}.flows WHERE (state = 'pending' "
-            "OR (state = 'suspended' AND wake_at <= now()) "
-            "OR (state = 'running' AND lease_expires_at < now())) "
-            f"AND {_VERSION_OK} ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED), "
-            f"claimed AS (UPDATE {s}.flows f SET state = 'running', epoch = f.epoch + 1, "
-            "lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), "
-            "updated_at = now() FROM picked WHERE f.id = picked.id "
-            f"RETURNING {', '.join('f.' + c for c in FLOW_COLUMNS.split(', '))}), "
-            "upcoming AS (SELECT LEAST("
-            f"(SELECT min(wake_at) FROM {s}.flows WHERE state = 'suspended' AND wake_at > now() "
-            f"AND {_VERSION_OK}), "
-            f"(SELECT min(lease_expires_at) FROM {s}.flows WHERE state = 'running' "
-            f"AND lease_expires_at >= now() AND {_VERSION_OK})) AS at) "
-            f"SELECT {', '.join('claimed.' + c for c in FLOW_COLUMNS.split(', '))}, upcoming.at "
-            "FROM upcoming LEFT JOIN claimed ON true"
-        ),
+        claim_flows=_claim_flows(s, _VERSION_OK),
+        claim_flows_exclusive=_claim_flows(s, _VERSION_ONLY),
         # Mirrors `transitions.holds`.
         renew_leases=(
             f"UPDATE {s}.flows f SET lease_expires_at = now() + make_interval(secs => $3) "
@@ -327,6 +318,41 @@ def statements(schema: str) -> Statements:
             "SELECT id FROM gone"
         ),
         prune_flows_dry=_prunable(s),
+        # Mirrors `transitions.depth` (and `depth_bucket`). $1 the version (NULL: unversioned
+        # flows). The state index finds the unfinished flows; ended ones are never read.
+        queue_depth=(
+            f"SELECT count(*) FILTER (WHERE {_RUNNABLE}), "
+            "count(*) FILTER (WHERE state = 'running' AND (lease_expires_at IS NULL "
+            "OR lease_expires_at >= now())), "
+            "count(*) FILTER (WHERE state = 'suspended' AND (wake_at IS NULL "
+            "OR wake_at > now())), "
+            "LEAST(min(wake_at) FILTER (WHERE state = 'suspended' AND wake_at > now()), "
+            "min(lease_expires_at) FILTER (WHERE state = 'running' "
+            "AND lease_expires_at >= now())) "
+            f"FROM {s}.flows WHERE state IN ('pending', 'running', 'suspended') "
+            "AND version IS NOT DISTINCT FROM $1::text"
+        ),
+    )
+
+
+def _claim_flows(s: str, version_ok: str) -> str:
+    """The claim. Mirrors `transitions.is_runnable`, `may_claim` (`version_ok`) and `claim`.
+    $1 owner, $2 lease seconds, $3 limit, $4 version. One row always comes back: the next time
+    a flow it may claim becomes runnable by time alone, beside each claimed flow (if any)."""
+    return (
+        f"WITH picked AS (SELECT id FROM {s}.flows WHERE {_RUNNABLE} "
+        f"AND {version_ok} ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED), "
+        f"claimed AS (UPDATE {s}.flows f SET state = 'running', epoch = f.epoch + 1, "
+        "lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), "
+        "updated_at = now() FROM picked WHERE f.id = picked.id "
+        f"RETURNING {', '.join('f.' + c for c in FLOW_COLUMNS.split(', '))}), "
+        "upcoming AS (SELECT LEAST("
+        f"(SELECT min(wake_at) FROM {s}.flows WHERE state = 'suspended' AND wake_at > now() "
+        f"AND {version_ok}), "
+        f"(SELECT min(lease_expires_at) FROM {s}.flows WHERE state = 'running' "
+        f"AND lease_expires_at >= now() AND {version_ok})) AS at) "
+        f"SELECT {', '.join('claimed.' + c for c in FLOW_COLUMNS.split(', '))}, upcoming.at "
+        "FROM upcoming LEFT JOIN claimed ON true"
     )
 
 

@@ -37,6 +37,7 @@ from ergon.core.records import (
     Lease,
     NewFlow,
     OpenedFlow,
+    QueueDepth,
     SignalRecord,
     StepRecord,
 )
@@ -299,6 +300,18 @@ class PostgresStore(StoreLifecycle):
 
         return await self._db.run(f"load the steps of flow {flow_id}", work, idempotent=True)
 
+    async def queue_depth(self, *, version: str | None) -> QueueDepth:
+        """One aggregate statement over the unfinished flows (found through the state index),
+        judged by the server's clock (`now()`) as `claim_flows` judges it."""
+        query = self._sql.queue_depth
+
+        async def work(conn: asyncpg.Connection) -> QueueDepth:
+            row = await conn.fetchrow(query, version)
+            assert row is not None  # an aggregate without GROUP BY always returns one row
+            return QueueDepth(runnable=row[0], running=row[1], waiting=row[2], next_wake_at=row[3])
+
+        return await self._db.run("read the queue depth", work, idempotent=True)
+
     # --- signals ----------------------------------------------------------------------------
 
     async def send_signal(
@@ -345,9 +358,16 @@ class PostgresStore(StoreLifecycle):
         return flow
 
     async def claim_flows(
-        self, *, owner: str, version: str | None, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        version: str | None,
+        lease_seconds: float,
+        limit: int,
+        exclusive: bool = False,
     ) -> Claimed:
-        query = self._sql.claim_flows
+        only_version = exclusive and version is not None
+        query = self._sql.claim_flows_exclusive if only_version else self._sql.claim_flows
 
         async def work(conn: asyncpg.Connection) -> Claimed:
             found = await conn.fetch(query, owner, float(lease_seconds), limit, version)

@@ -254,15 +254,17 @@ redis.call('PUBLISH', P .. 'events', id)
 return {redis.call('HGETALL', fk)}
 """
 
-# ARGV: P, owner, version|'', lease microseconds, limit -> {next wake|'', flow, flow, ...}
-# Mirrors transitions.is_runnable (through the due index), may_claim (the due keys read) and
-# claim.
+# ARGV: P, owner, version|'', lease microseconds, limit, exclusive ('1'|'')
+#   -> {next wake|'', flow, flow, ...}
+# Mirrors transitions.is_runnable (through the due index), may_claim (the due keys read: an
+# exclusive versioned worker skips due:-) and claim.
 CLAIM_FLOWS = """
 local now = now_us()
 local stamp = int(now)
 local limit = tonumber(ARGV[5])
-local keys = {P .. 'due:-'}
-if ARGV[3] ~= '' then keys[2] = P .. 'due:=' .. ARGV[3] end
+local keys = {}
+if ARGV[3] == '' or ARGV[6] ~= '1' then keys[#keys + 1] = P .. 'due:-' end
+if ARGV[3] ~= '' then keys[#keys + 1] = P .. 'due:=' .. ARGV[3] end
 local due = {}
 for _, k in ipairs(keys) do
   local got = redis.call('ZRANGEBYSCORE', k, '-inf', stamp, 'WITHSCORES', 'LIMIT', 0, limit)
@@ -418,6 +420,45 @@ end
 return out
 """
 
+# ARGV: P, version|'' -> {runnable, running, waiting, next wake|''}
+# Mirrors transitions.depth (and depth_bucket) over the flows of exactly that version ('' the
+# unversioned ones). Runnable is a count of the version's due index up to now (as the claim
+# reads it: O(log n)); running and waiting flows are found by walking the running and suspended
+# state indexes (every version's) and filtering by the version field, since neither running
+# flows without a lease nor suspended flows without a wake-up time are in the due index: the
+# script's work is O(running + suspended flows).
+QUEUE_DEPTH = """
+local now = now_us()
+local version = ARGV[2]
+local due = P .. 'due:-'
+if version ~= '' then due = P .. 'due:=' .. version end
+local runnable = redis.call('ZCOUNT', due, '-inf', int(now))
+local next_wake = false
+local function later(at)
+  if not next_wake or at < next_wake then next_wake = at end
+end
+local function held(state, time_field)
+  local found = 0
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'state:' .. state, 0, -1)) do
+    local f = redis.call('HMGET', P .. 'f:' .. id, 'state', 'version', time_field)
+    local mine = (version == '' and not f[2]) or f[2] == version
+    if f[1] == state and mine then
+      if not f[3] then found = found + 1  -- no lease / no wake-up time: never due by time
+      elseif tonumber(f[3]) > now then
+        found = found + 1
+        later(tonumber(f[3]))
+      end  -- due by now: counted as runnable above
+    end
+  end
+  return found
+end
+local running = held('running', 'lease')
+local waiting = held('suspended', 'wake')
+local out = {runnable, running, waiting, ''}
+if next_wake then out[4] = int(next_wake) end
+return out
+"""
+
 # The checkpoint script runs for every step: it gets only the part of the prelude it uses.
 _SAVE_PRELUDE = """
 local P = ARGV[1]
@@ -439,6 +480,7 @@ SCRIPTS: dict[str, str] = {
     "renew_leases": RENEW_LEASES,
     "list_flows": LIST_FLOWS,
     "prune_flows": PRUNE_FLOWS,
+    "queue_depth": QUEUE_DEPTH,
 }
 
 

@@ -48,6 +48,7 @@ from ergon.core.records import (
     Lease,
     NewFlow,
     OpenedFlow,
+    QueueDepth,
     SignalRecord,
     StepRecord,
     utcnow,
@@ -263,6 +264,21 @@ class RedisStore(StoreLifecycle):
         )
         return _steps(fields)
 
+    async def queue_depth(self, *, version: str | None) -> QueueDepth:
+        """One script, judged by the server's clock (`TIME`) as `claim_flows` judges it. The
+        runnable count is an index count; finding the running and waiting flows walks the
+        running and suspended flows of every version (O(running + suspended flows)), since a
+        flow without a lease or a wake-up time is in no per-version index."""
+        runnable, running, waiting, next_wake = await self._redis.call(
+            "read the queue depth", "queue_depth", [version or ""], idempotent=True
+        )
+        return QueueDepth(
+            runnable=int(runnable),
+            running=int(running),
+            waiting=int(waiting),
+            next_wake_at=_dt(next_wake) if next_wake else None,
+        )
+
     # --- signals ----------------------------------------------------------------------------
 
     async def send_signal(
@@ -304,12 +320,24 @@ class RedisStore(StoreLifecycle):
         return _flow(reply[0])
 
     async def claim_flows(
-        self, *, owner: str, version: str | None, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        version: str | None,
+        lease_seconds: float,
+        limit: int,
+        exclusive: bool = False,
     ) -> Claimed:
         reply = await self._redis.call(
             "claim flows",
             "claim_flows",
-            [owner, version or "", round(lease_seconds * 1e6), max(0, limit)],
+            [
+                owner,
+                version or "",
+                round(lease_seconds * 1e6),
+                max(0, limit),
+                "1" if exclusive else "",
+            ],
             # A claim whose reply was lost holds its flows until the leases run out.
             idempotent=False,
         )

@@ -26,6 +26,7 @@ from ergon.core.records import (
     Lease,
     NewFlow,
     OpenedFlow,
+    QueueDepth,
     SignalRecord,
     StepRecord,
     utcnow,
@@ -72,6 +73,18 @@ _MAX_IDS = 500  # bound parameters per statement, well under SQLite's limit
 _RUNNABLE = (
     "(state = 'pending' OR (state = 'suspended' AND wake_at <= :now) "
     "OR (state = 'running' AND lease_expires_at < :now))"
+)
+
+# Mirrors `transitions.depth` (and `depth_bucket`) over the unfinished flows of one version
+# (`version IS :v` matches NULL to NULL); `next_wake_at` from the flows not runnable now.
+_QUEUE_DEPTH = (
+    f"SELECT COUNT(CASE WHEN {_RUNNABLE} THEN 1 END), "
+    "COUNT(CASE WHEN state = 'running' AND (lease_expires_at IS NULL "
+    "OR lease_expires_at >= :now) THEN 1 END), "
+    "COUNT(CASE WHEN state = 'suspended' AND (wake_at IS NULL OR wake_at > :now) THEN 1 END), "
+    "MIN(CASE WHEN state = 'suspended' AND wake_at > :now THEN wake_at "
+    "WHEN state = 'running' AND lease_expires_at >= :now THEN lease_expires_at END) "
+    "FROM flows WHERE state IN ('pending', 'running', 'suspended') AND version IS :v"
 )
 
 
@@ -267,6 +280,18 @@ class SqliteStore(StoreLifecycle):
     async def load_steps(self, flow_id: str) -> list[StepRecord]:
         return await self._db.run(lambda conn: _steps(conn, flow_id))
 
+    async def queue_depth(self, *, version: str | None) -> QueueDepth:
+        """One aggregate query over the unfinished flows (the state index finds them; ended
+        flows are never read), judged by this process's clock as `claim_flows` judges it."""
+
+        def work(conn: sqlite3.Connection) -> QueueDepth:
+            row = conn.execute(_QUEUE_DEPTH, {"now": ts(utcnow()), "v": version}).fetchone()
+            return QueueDepth(
+                runnable=row[0], running=row[1], waiting=row[2], next_wake_at=dt(row[3])
+            )
+
+        return await self._db.run(work)
+
     # --- signals ----------------------------------------------------------------------------
 
     async def send_signal(
@@ -321,12 +346,21 @@ class SqliteStore(StoreLifecycle):
         return flow
 
     async def claim_flows(
-        self, *, owner: str, version: str | None, lease_seconds: float, limit: int
+        self,
+        *,
+        owner: str,
+        version: str | None,
+        lease_seconds: float,
+        limit: int,
+        exclusive: bool = False,
     ) -> Claimed:
         # Mirrors `transitions.may_claim`.
-        version_filter = (
-            "version IS NULL" if version is None else "(version IS NULL OR version = :v)"
-        )
+        if version is None:
+            version_filter = "version IS NULL"
+        elif exclusive:
+            version_filter = "version = :v"
+        else:
+            version_filter = "(version IS NULL OR version = :v)"
 
         def work(conn: sqlite3.Connection) -> Claimed:
             now = utcnow()
