@@ -194,6 +194,9 @@ def test_ctrl_c_during_run_prints_the_command_that_resumes_it(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell running the suite in the background ignores SIGINT, and its children would
+        # inherit that: this one takes Ctrl-C as a terminal user's process does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert running.stdout is not None
     for _ in range(3):
