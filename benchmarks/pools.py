@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import tempfile
 import threading
@@ -152,8 +153,12 @@ def run_batch(bench: Bench, runs: int, *, pool: str | None, selector: str) -> Mo
     bench.operator_requests(reset=True)
     started = time.monotonic()
     watcher.start()
-    for i, name in enumerate(names):
-        bench.post(bench.runs_path, order(name, i, pool=pool))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as creating:  # "applied at once"
+        list(
+            creating.map(
+                lambda i: bench.post(bench.runs_path, order(names[i], i, pool=pool)), range(runs)
+            )
+        )
     wanted = set(names)
 
     def done() -> bool:

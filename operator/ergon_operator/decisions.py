@@ -336,10 +336,8 @@ def _on_pool(plan: Plan, seen: Observed) -> None:
     status.pod_name = None
     status.started_at = status.started_at or format_time(flow.created_at)
     where = f"worker pool {run.worker_pool} (version {status.version})"
-    if flow.state == "running":
+    if flow.state == "running":  # no Event: a claim is routine (as a pod starting is)
         status.waiting_for, status.waiting = None, ""
-        if run.phase != "Running":
-            plan.event("Normal", "Running", f"executing on {where}")
         _report(plan, run, "Running", "Executing", f"executing on {where}", now)
         return
     if flow.state == "suspended":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ log = logging.getLogger("ergon.operator")
 
 OWNER = "ergon-operator"
 PROGRESS_SECONDS = 1.0
-PENDING_EVERY = 3  # runs on a pool waiting for a worker: re-read every third progress tick
+PENDING_BUDGET = 20  # runs on a pool waiting for a worker re-read per progress tick
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 300.0
 
@@ -135,7 +136,8 @@ class Reconciler:
         self._rejected: dict[str, str] = {}  # FlowRun uid -> why its pod creation was refused
         self._live: dict[Key, Key] = {}  # Running worker pod -> its FlowRun
         self._live_pool: set[Key] = set()  # runs on a pool whose flow is running
-        self._pending_pool: set[Key] = set()  # ... or runnable, waiting for a worker
+        # ... or runnable, waiting for a worker: re-read a few at a time, oldest look first
+        self._pending_pool: dict[Key, None] = {}
         self._own_write = False  # the cache is taking the API's answer to our own write
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Callable[[], None] | None = None
@@ -208,7 +210,7 @@ class Reconciler:
             run = FlowRun.parse(body)
             self.cache.drop_flowrun(body)
             self._live_pool.discard(key)
-            self._pending_pool.discard(key)
+            self._pending_pool.pop(key, None)
             self.timers.cancel(key)
             self.slots.forget(run.uid)
             self._rejected.pop(run.uid, None)
@@ -324,15 +326,14 @@ class Reconciler:
 
     async def _progress(self) -> None:
         """Live status: each FlowRun with a Running worker pod, or on a pool with its flow
-        running, is re-read once a second; runs on a pool waiting for a worker every
-        `PENDING_EVERY` seconds (a claim sends no notification)."""
-        tick = 0
+        running, is re-read once a second. Runs on a pool waiting for a worker (a claim sends
+        no notification) are re-read `PENDING_BUDGET` a second, those looked at longest ago
+        first: a backlog of thousands costs no more than a few, and each run still moves to
+        Running on its own soon after a worker takes it (its end is notified anyway)."""
         while True:
             await asyncio.sleep(PROGRESS_SECONDS)
-            tick += 1
             keys = set(self._live.values()) | self._live_pool
-            if tick % PENDING_EVERY == 0:
-                keys |= self._pending_pool
+            keys |= set(itertools.islice(self._pending_pool, PENDING_BUDGET))
             for key in keys:
                 if key not in self._failures:  # a failing run keeps to its backoff
                     self.queue.add(key, Priority.PROGRESS)
@@ -449,11 +450,11 @@ class Reconciler:
             if due is not None and due <= utcnow():
                 state = "pending"  # due: runnable until a worker claims it
         self._live_pool.discard(run.key)
-        self._pending_pool.discard(run.key)
+        self._pending_pool.pop(run.key, None)
         if state == "running":
             self._live_pool.add(run.key)
         elif state == "pending":
-            self._pending_pool.add(run.key)
+            self._pending_pool[run.key] = None  # to the back of the line
             if run.worker_pool is not None:
                 self.pools.poke((run.namespace, run.worker_pool))
 
@@ -662,7 +663,7 @@ class Reconciler:
             "flowruns": len(self.cache.flowruns),
             "pods": len(self.cache.pods),
             "signals": len(self.cache.signals),
-            "live": len(set(self._live.values()) | self._live_pool | self._pending_pool),
+            "live": len(set(self._live.values()) | self._live_pool | set(self._pending_pool)),
             "pools": len(self.pools.pools),
             **self.slots.describe(),
         }
