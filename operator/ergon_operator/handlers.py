@@ -22,6 +22,8 @@ from ergon_operator.settings import Settings
 
 log = logging.getLogger("ergon.operator")
 
+KOPF_IDLE_TIMEOUT = 0.2
+
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -30,6 +32,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # one API request per watch event for nothing. The reconciler posts the Events that matter.
     settings.posting.enabled = False
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # kopf keeps a worker task per object for `idle_timeout` (5 s) after its last event, waiting
+    # for more. Our handlers only feed a cache, so a new worker for a later event costs nothing,
+    # while one idle worker per FlowRun after a restart's listing costs memory the process keeps:
+    # with 5,000 FlowRuns, RSS after a restart went from 289 to 228 MiB with this.
+    settings.queueing.idle_timeout = KOPF_IDLE_TIMEOUT
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.persistence.finalizer = "ergon.dev/kopf"  # unused: no handler needs a finalizer
