@@ -115,6 +115,21 @@ def main() -> None:
 OPERATOR_AGENTS_EXCLUDED = {"kubectl", "helm", "Python-urllib"}
 
 
+def operator_requests(
+    env: TestClusterEnvironment, *, reset: bool = False
+) -> tuple[int, dict[str, int]]:
+    """The operator's API requests since the last reset (the test cluster's counter, without
+    kubectl's, helm's and this script's): the total and "METHOD resource" -> count."""
+    rows = env.api_requests(reset=reset)["requests"]
+    breakdown: dict[str, int] = {}
+    for row in rows:
+        if row["agent"] in OPERATOR_AGENTS_EXCLUDED:
+            continue
+        key = f"{row['method']} {row['resource']}{' (watch)' if row['watch'] else ''}"
+        breakdown[key] = breakdown.get(key, 0) + int(row["count"])
+    return sum(breakdown.values()), breakdown
+
+
 @dataclass
 class ScaleSizes:
     trivial: int = 200
@@ -199,14 +214,7 @@ class ScaleBench:
         )
 
     def operator_requests(self, *, reset: bool = False) -> tuple[int, dict[str, int]]:
-        rows = self.env.api_requests(reset=reset)["requests"]
-        breakdown: dict[str, int] = {}
-        for row in rows:
-            if row["agent"] in OPERATOR_AGENTS_EXCLUDED:
-                continue
-            key = f"{row['method']} {row['resource']}{' (watch)' if row['watch'] else ''}"
-            breakdown[key] = breakdown.get(key, 0) + int(row["count"])
-        return sum(breakdown.values()), breakdown
+        return operator_requests(self.env, reset=reset)
 
     def pod_latency(self, label: str, samples: int) -> list[float]:
         """apply → pod created, for `samples` new trivial FlowRuns one at a time."""

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import ergon
+from benchmarks.operator import operator_requests
 from benchmarks.stats import percentile
 from tests.e2e.environment import TestClusterEnvironment
 
-EXCLUDED_AGENTS = {"kubectl", "helm", "Python-urllib"}
 POOL = "bench"
 
 
@@ -108,14 +108,7 @@ class Bench:
         return sum(int(d["spec"].get("replicas", 1)) for d in found) if found else None
 
     def operator_requests(self, *, reset: bool = False) -> tuple[int, dict[str, int]]:
-        rows = self.env.api_requests(reset=reset)["requests"]
-        breakdown: dict[str, int] = {}
-        for row in rows:
-            if row["agent"] in EXCLUDED_AGENTS:
-                continue
-            key = f"{row['method']} {row['resource']}{' (watch)' if row['watch'] else ''}"
-            breakdown[key] = breakdown.get(key, 0) + int(row["count"])
-        return sum(breakdown.values()), breakdown
+        return operator_requests(self.env, reset=reset)
 
     def wait_until(self, check: Any, timeout: float, what: str) -> float:
         started = time.monotonic()

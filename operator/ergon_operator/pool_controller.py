@@ -33,7 +33,7 @@ from ergon_operator.resources import POOL_LABEL, utcnow
 from ergon_operator.settings import Settings
 from ergon_operator.timers import TimerHeap
 from ergon_operator.watching import deployment_watch
-from ergon_operator.workqueue import Priority, WorkQueue
+from ergon_operator.workqueue import Backoff, Priority, WorkQueue
 
 log = logging.getLogger("ergon.operator")
 
@@ -95,7 +95,7 @@ class PoolController:
         self._run_versions = run_versions
         self.synced = asyncio.Event()  # the WorkerPools are listed and the Deployments too
         self._last: dict[Key, datetime] = {}
-        self._failures: dict[Key, int] = {}
+        self._backoff: Backoff[Key] = Backoff(first=BACKOFF_FIRST, most=BACKOFF_MAX)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -224,9 +224,7 @@ class PoolController:
         try:
             await self.reconcile(key)
         except Exception as exc:  # reported here, retried with backoff
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+            failures, delay = self._backoff.failed(key)
             self.timers.schedule(key, utcnow() + timedelta(seconds=delay))
             if isinstance(exc, ergon.StoreError) and not isinstance(exc, ValueError):
                 self._on_store_error(exc)  # an outage: logged once, when it starts
@@ -241,7 +239,7 @@ class PoolController:
                 delay,
             )
         else:
-            self._failures.pop(key, None)
+            self._backoff.succeeded(key)
 
     async def reconcile(self, key: Key) -> None:
         body = self.pools.get(key)

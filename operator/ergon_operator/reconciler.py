@@ -47,7 +47,7 @@ from ergon_operator.signals import decide_signal, spec_deliveries
 from ergon_operator.status import StepSummary
 from ergon_operator.timers import TimerHeap
 from ergon_operator.watching import pod_watch
-from ergon_operator.workqueue import Priority, WorkQueue
+from ergon_operator.workqueue import Backoff, Priority, WorkQueue
 
 log = logging.getLogger("ergon.operator")
 
@@ -130,7 +130,7 @@ class Reconciler:
         )
         self.cache.pod_listeners.append(self.slots.pod_changed)
         self.cache.pod_listeners.append(self._pod_changed)
-        self._failures: dict[Key, int] = {}
+        self._backoff: Backoff[Key] = Backoff(first=BACKOFF_FIRST, most=BACKOFF_MAX)
         self._listed: set[Key] = set()  # poked by the startup listing only
         self._deleted: dict[Key, str] = {}  # deleted FlowRuns whose flow is still to cancel
         self._rejected: dict[str, str] = {}  # FlowRun uid -> why its pod creation was refused
@@ -335,7 +335,7 @@ class Reconciler:
             keys = set(self._live.values()) | self._live_pool
             keys |= set(itertools.islice(self._pending_pool, PENDING_BUDGET))
             for key in keys:
-                if key not in self._failures:  # a failing run keeps to its backoff
+                if key not in self._backoff:  # a failing run keeps to its backoff
                     self.queue.add(key, Priority.PROGRESS)
 
     # --- one reconcile -----------------------------------------------------------------------
@@ -344,9 +344,7 @@ class Reconciler:
         try:
             await self.reconcile(key)
         except Exception as exc:  # reported here, retried with backoff
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+            failures, delay = self._backoff.failed(key)
             self.timers.schedule(key, utcnow() + timedelta(seconds=delay))
             if is_outage(exc):
                 self.health.failed(exc)
@@ -363,7 +361,7 @@ class Reconciler:
                 exc_info=failures == 1 and not isinstance(exc, PartialFailure | ApiException),
             )
         else:
-            self._failures.pop(key, None)
+            self._backoff.succeeded(key)
 
     async def reconcile(self, key: Key) -> None:
         startup = key in self._listed

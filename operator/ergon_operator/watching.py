@@ -150,33 +150,19 @@ class LabelWatch:
                 log.debug("closing the %s watch failed", self.kind, exc_info=True)
 
 
-def pod_watch(
-    kube: Kube,
-    *,
-    namespace: str | None,
-    put: Callable[[Body], object],
-    drop: Callable[[Body], object],
-    replace: Callable[[list[Body]], object],
-) -> LabelWatch:
-    """The watch of worker pods (label `ergon.dev/flowrun`)."""
+def pod_watch(kube: Kube, *, namespace: str | None, **sinks: Callable[..., object]) -> LabelWatch:
+    """The watch of worker pods (label `ergon.dev/flowrun`); `sinks`: put, drop, replace."""
     return LabelWatch(
         kind="Pod",
         lister=kube.list_worker_pods,
         opener=kube.watch_worker_pods,
         namespace=namespace,
-        put=put,
-        drop=drop,
-        replace=replace,
+        **sinks,
     )
 
 
 def deployment_watch(
-    kube: Kube,
-    *,
-    namespace: str | None,
-    put: Callable[[Body], object],
-    drop: Callable[[Body], object],
-    replace: Callable[[list[Body]], object],
+    kube: Kube, *, namespace: str | None, **sinks: Callable[..., object]
 ) -> LabelWatch:
     """The watch of worker pools' Deployments (label `ergon.dev/workerpool`)."""
     return LabelWatch(
@@ -184,7 +170,5 @@ def deployment_watch(
         lister=kube.list_pool_deployments,
         opener=kube.watch_pool_deployments,
         namespace=namespace,
-        put=put,
-        drop=drop,
-        replace=replace,
+        **sinks,
     )

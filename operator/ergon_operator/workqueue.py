@@ -99,3 +99,24 @@ class WorkQueue(Generic[K]):
                 again = self._again.pop(key, None)
                 if again is not None:
                     self.add(key, again)
+
+
+class Backoff(Generic[K]):
+    """Consecutive failures per key, and how long to wait before trying again: `first`
+    seconds, doubling with each failure, at most `most`."""
+
+    def __init__(self, *, first: float = 1.0, most: float = 300.0) -> None:
+        self.first, self.most = first, most
+        self._failures: dict[K, int] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._failures
+
+    def failed(self, key: K) -> tuple[int, float]:
+        """Count a failure of `key`: (failures in a row, seconds until the next try)."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        return failures, min(self.first * 2 ** (failures - 1), self.most)
+
+    def succeeded(self, key: K) -> None:
+        self._failures.pop(key, None)
