@@ -34,12 +34,15 @@ def test_steps_advance_while_the_pod_runs(k8s: Environment, name: str) -> None:
     assert len([s for s in progress if 0 < s < len(items)]) >= 2, progress
 
 
+LIMIT = 5
+
+
 @pytest.fixture
 def limited(k8s: Environment) -> Iterator[Environment]:
-    """The operator restarted with ERGON_MAX_RUNNING_PODS=3 (test cluster only)."""
+    """The operator restarted with ERGON_MAX_RUNNING_PODS=LIMIT (test cluster only)."""
     if not isinstance(k8s, TestClusterEnvironment):
         pytest.skip("needs an operator started with ERGON_MAX_RUNNING_PODS")
-    k8s.operator_env["ERGON_MAX_RUNNING_PODS"] = "3"
+    k8s.operator_env["ERGON_MAX_RUNNING_PODS"] = str(LIMIT)
     k8s.restart_operator()
     try:
         yield k8s
@@ -53,11 +56,11 @@ def test_a_limit_caps_running_pods_and_queued_runs_start_by_priority(
 ) -> None:
     k8s = limited
     work = {"items": ["a", "b"], "seconds_per_item": 1.5}
-    # The first three hold their slots long enough for every later run to be seen Queued, even
+    # The first runs hold their slots long enough for every later run to be seen Queued, even
     # on a loaded machine (kubectl calls take a while there).
     hold = {"items": ["a", "b"], "seconds_per_item": 6}
-    first = [f"{name}-f{i}" for i in range(3)]
-    for run in first:  # fill the three slots
+    first = [f"{name}-f{i}" for i in range(LIMIT)]
+    for run in first:  # fill every slot
         k8s.apply(flowrun(run, "examples.batch:BatchFlow", hold))
     for run in first:
         _wait(lambda run=run: bool(k8s.pods(run)), f"a pod for {run}")
@@ -78,7 +81,7 @@ def test_a_limit_caps_running_pods_and_queued_runs_start_by_priority(
             if run in queued and run not in started:
                 started[run] = time.monotonic()
         time.sleep(0.1)
-    assert most <= 3, f"{most} worker pods ran at once under a limit of 3"
+    assert most <= LIMIT, f"{most} worker pods ran at once under a limit of {LIMIT}"
     for run in runs:
         assert k8s.wait_phase(run, "Succeeded", timeout=120)["phase"] == "Succeeded"
     # A run never starts before one of higher priority. Runs whose pods appeared in the same
