@@ -41,15 +41,19 @@ class OperatorResult:
     peak_rss_mb: float
 
 
-def flowrun(name: str, index: int) -> dict[str, object]:
+def flowrun(name: str, index: int, *, worker_pool: str | None = None) -> dict[str, object]:
+    """A FlowRun of `examples.orders:OrderFlow`; on WorkerPool `worker_pool` if given."""
+    spec: dict[str, object] = {
+        "flow": "examples.orders:OrderFlow",
+        "input": {"order_id": str(index), "amount": 1},
+    }
+    if worker_pool is not None:
+        spec["workerPool"] = worker_pool
     return {
         "apiVersion": "ergon.dev/v1alpha1",
         "kind": "FlowRun",
         "metadata": {"name": name},
-        "spec": {
-            "flow": "examples.orders:OrderFlow",
-            "input": {"order_id": str(index), "amount": 1},
-        },
+        "spec": spec,
     }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import ergon
-from benchmarks.operator import operator_requests
+from benchmarks.operator import flowrun, operator_requests
 from benchmarks.stats import percentile
 from tests.e2e.environment import TestClusterEnvironment
 
@@ -48,18 +48,7 @@ class PoolsResult:
 
 
 def order(name: str, index: int, *, pool: str | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "flow": "examples.orders:OrderFlow",
-        "input": {"order_id": str(index), "amount": 1},
-    }
-    if pool is not None:
-        spec["workerPool"] = pool
-    return {
-        "apiVersion": "ergon.dev/v1alpha1",
-        "kind": "FlowRun",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    return flowrun(name, index, worker_pool=pool)
 
 
 def worker_pool(delay: int) -> dict[str, Any]:

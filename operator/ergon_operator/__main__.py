@@ -32,7 +32,8 @@ environment:
   ERGON_STORE                   the Postgres DSN of the operator's store (required)
   ERGON_STORE_SECRET            Secret name[/key] from which worker pods read their DSN (required)
   ERGON_WORKER_IMAGE            the worker pods' image
-  ERGON_WATCH_NAMESPACE         watch one namespace (default: all)
+  ERGON_WATCH_NAMESPACES        watch only these namespaces, comma-separated (default: all;
+                                ERGON_WATCH_NAMESPACE: the same for one namespace)
   ERGON_WORKER_SERVICE_ACCOUNT  the worker pods' service account
   ERGON_HEALTH_PORT             port of /healthz (liveness) and /readyz (readiness) (default 8080)
   ERGON_MAX_RUNNING_PODS        at most this many worker pods at once (default: no limit)
@@ -129,8 +130,8 @@ async def _run(*, settings: Settings, election: Any) -> None:
             renewing = asyncio.create_task(elector.keep_leading(on_lost=_lost_lease))
         await kopf.operator(
             standalone=True,
-            clusterwide=settings.watch_namespace is None,
-            namespaces=[settings.watch_namespace] if settings.watch_namespace else [],
+            clusterwide=not settings.watch_namespaces,
+            namespaces=list(settings.watch_namespaces),
             memo=kopf.Memo(settings=settings),
         )
     finally:

@@ -117,7 +117,8 @@ def owner_uids(body: Body) -> list[str]:
 
 
 class Cache:
-    """FlowRuns by key and uid, Signals by their FlowRun, worker pods by owning FlowRun uid.
+    """FlowRuns by key, uid and WorkerPool, Signals by their FlowRun, worker pods by owning
+    FlowRun uid.
 
     `on_pod` hears every pod change (old body or None, new body or None): the concurrency
     limits count running pods from it.
@@ -126,6 +127,7 @@ class Cache:
     def __init__(self) -> None:
         self.flowruns: dict[Key, Body] = {}
         self.flowrun_by_uid: dict[str, Key] = {}
+        self.flowruns_by_pool: dict[Key, set[Key]] = {}  # (namespace, spec.workerPool) -> runs
         self.signals: dict[Key, Body] = {}
         self.signals_by_run: dict[Key, set[str]] = {}
         self.pods: dict[Key, Body] = {}
@@ -141,10 +143,16 @@ class Cache:
         old = self.flowruns.get(key)
         if not _newer(body, old):
             return False
-        if old is not None and _uid(old) != _uid(body):
-            self.flowrun_by_uid.pop(_uid(old), None)
-        self.flowruns[key] = slim(body, keep=OBJECT_FIELDS)
+        if old is not None:
+            if _uid(old) != _uid(body):
+                self.flowrun_by_uid.pop(_uid(old), None)
+            self._unindex_flowrun(key, old)
+        body = slim(body, keep=OBJECT_FIELDS)
+        self.flowruns[key] = body
         self.flowrun_by_uid[_uid(body)] = key
+        pool = _pool_key(body)
+        if pool is not None:
+            self.flowruns_by_pool.setdefault(pool, set()).add(key)
         return True
 
     def drop_flowrun(self, body: Body) -> None:
@@ -153,12 +161,24 @@ class Cache:
         if old is not None and _uid(old) == _uid(body):
             del self.flowruns[key]
             self.flowrun_by_uid.pop(_uid(old), None)
+            self._unindex_flowrun(key, old)
+
+    def _unindex_flowrun(self, key: Key, old: Body) -> None:
+        pool = _pool_key(old)
+        if pool is not None:
+            _discard(self.flowruns_by_pool, pool, key)
 
     def flowrun(self, key: Key) -> Body | None:
         return self.flowruns.get(key)
 
     def key_for_uid(self, uid: str) -> Key | None:
         return self.flowrun_by_uid.get(uid)
+
+    def flowruns_on(self, pool: Key) -> list[Body]:
+        """The FlowRuns whose `spec.workerPool` names WorkerPool `pool` (namespace, name),
+        whatever their phase. Never every FlowRun: a pool reconcile would cost per FlowRun."""
+        keys = sorted(self.flowruns_by_pool.get(pool, ()))
+        return [self.flowruns[k] for k in keys if k in self.flowruns]
 
     # --- Signals ------------------------------------------------------------------------------
 
@@ -251,6 +271,14 @@ class Cache:
             (namespace, label), set()
         )
         return [self.pods[k] for k in sorted(keys) if k in self.pods]
+
+
+def _pool_key(run: Body) -> Key | None:
+    """(namespace, spec.workerPool) of a FlowRun on a pool; None for a pod-per-run FlowRun."""
+    pool = (run.get("spec") or {}).get("workerPool")
+    if not isinstance(pool, str) or not pool:
+        return None
+    return (str((run.get("metadata") or {}).get("namespace") or "default"), pool)
 
 
 def _signal_run(body: Body) -> Key:

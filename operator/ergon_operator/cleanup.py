@@ -20,8 +20,9 @@ exist and that ended longer than the retention ago, in one prune call. The recor
 that still exist are never pruned (the operator reads them); those go once their FlowRun is
 deleted (by its TTL, or by hand) and the retention has passed.
 
-A namespace-scoped operator (`ERGON_WATCH_NAMESPACE`) sweeps only its namespace's origins, so
-operators of other namespaces may share the store. Only the leader sweeps.
+An operator confined to namespaces (`ERGON_WATCH_NAMESPACES`) sweeps only their origins (and
+lists FlowRuns in each of them), so operators of other namespaces may share the store. Only the
+leader sweeps.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,22 +73,28 @@ def origin_prefix(namespace: str | None) -> str:
     return ORIGIN_PREFIX if namespace is None else f"{ORIGIN_PREFIX}{namespace}/"
 
 
-def api_known_uids(kube: Kube, namespace: str | None) -> KnownUids:
+def api_known_uids(
+    kube: Kube, namespace: str | None, *, namespaces: Sequence[str] = ()
+) -> KnownUids:
     """`KnownUids` from a fresh listing of the FlowRuns (paginated, metadata only read): one
-    API list per sweep, authoritative whatever the watch caches have seen yet."""
+    API list per sweep (per namespace of `namespaces` if given, else of `namespace`, None: all),
+    authoritative whatever the watch caches have seen yet."""
+    scopes: tuple[str | None, ...] = tuple(namespaces) or (namespace,)
 
     async def known() -> Collection[str]:
         uids: set[str] = set()
-        token: str | None = None
-        while True:
-            page = await _list_flowruns(kube, namespace, token)
-            for item in page.get("items") or []:
-                uid = (item.get("metadata") or {}).get("uid")
-                if uid:
-                    uids.add(str(uid))
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                return uids
+        for scope in scopes:
+            token: str | None = None
+            while True:
+                page = await _list_flowruns(kube, scope, token)
+                for item in page.get("items") or []:
+                    uid = (item.get("metadata") or {}).get("uid")
+                    if uid:
+                        uids.add(str(uid))
+                token = (page.get("metadata") or {}).get("continue") or None
+                if token is None:
+                    break
+        return uids
 
     return known
 
@@ -186,6 +193,7 @@ class Sweeper:
         store: ergon.Store,
         known_uids: KnownUids,
         namespace: str | None = None,
+        namespaces: Sequence[str] = (),
         settings: SweepSettings | None = None,
         page: int = PAGE,
         now: Callable[[], datetime] | None = None,
@@ -193,7 +201,8 @@ class Sweeper:
         self.store = store
         self.client = ergon.Client(store)
         self.known_uids = known_uids
-        self.prefix = origin_prefix(namespace)
+        # The origins swept: one namespace's, several namespaces' (`namespaces`), or all.
+        self.prefixes = tuple(origin_prefix(n) for n in namespaces) or (origin_prefix(namespace),)
         self.settings = settings or SweepSettings()
         self.page = page
         self._now = now or (lambda: datetime.now(UTC))
@@ -205,15 +214,16 @@ class Sweeper:
         *,
         store: ergon.Store,
         kube: Kube,
-        namespace: str | None,
+        namespaces: Sequence[str],
         env: Mapping[str, str],
     ) -> Sweeper:
-        """The operator's sweeper: FlowRuns listed through the API at each sweep, settings
-        from `env` (`SettingsError` when malformed)."""
+        """The operator's sweeper for the FlowRuns of `namespaces` (empty: all): FlowRuns
+        listed through the API at each sweep, settings from `env` (`SettingsError` when
+        malformed)."""
         return cls(
             store=store,
-            known_uids=api_known_uids(kube, namespace),
-            namespace=namespace,
+            known_uids=api_known_uids(kube, None, namespaces=namespaces),
+            namespaces=namespaces,
             settings=SweepSettings.from_env(env),
         )
 
@@ -241,43 +251,49 @@ class Sweeper:
 
     async def _unfinished(self) -> list[ergon.FlowStatus]:
         flows: list[ergon.FlowStatus] = []
-        for state in UNFINISHED:
-            page = await self.client.list_flows(
-                state=state, origin_prefix=self.prefix, limit=self.page
-            )
-            if len(page) >= self.page:
-                log.warning(
-                    "more than %d %s flows of FlowRuns: this sweep looks at the newest %d only",
-                    self.page,
-                    state,
-                    self.page,
+        for prefix in self.prefixes:
+            for state in UNFINISHED:
+                page = await self.client.list_flows(
+                    state=state, origin_prefix=prefix, limit=self.page
                 )
-            flows += page
+                if len(page) >= self.page:
+                    log.warning(
+                        "more than %d %s flows of FlowRuns (%s): this sweep looks at the newest "
+                        "%d only",
+                        self.page,
+                        state,
+                        prefix,
+                        self.page,
+                    )
+                flows += page
         return flows
 
     async def _prune(self, retention: timedelta) -> list[str]:
         cutoff = self._now() - retention
-        candidates = await self.store.prune_flows(
-            finished_before=cutoff, origin_prefix=self.prefix, dry_run=True, limit=self.page
-        )
+        candidates: dict[str, list[str]] = {}
+        for prefix in self.prefixes:
+            found = await self.store.prune_flows(
+                finished_before=cutoff, origin_prefix=prefix, dry_run=True, limit=self.page
+            )
+            if found:
+                candidates[prefix] = found
         if not candidates:
             return []
         known = await self.known_uids()
         if known is None:
             return []
         known = set(known)
-        doomed = [
-            flow_id
-            for flow_id in candidates
-            if flow_id not in known  # the operator's flow ids are FlowRun uids
-        ]
-        if not doomed:
-            return []
-        # `ids` narrows the prune to the orphans; the store re-checks that each ended before
-        # the cutoff, so a record that changed meanwhile stays.
-        pruned = await self.client.prune(
-            finished_before=cutoff, origin_prefix=self.prefix, ids=doomed
-        )
+        pruned: list[str] = []
+        for prefix, flow_ids in candidates.items():
+            # the operator's flow ids are FlowRun uids
+            doomed = [flow_id for flow_id in flow_ids if flow_id not in known]
+            if not doomed:
+                continue
+            # `ids` narrows the prune to the orphans; the store re-checks that each ended
+            # before the cutoff, so a record that changed meanwhile stays.
+            pruned += await self.client.prune(
+                finished_before=cutoff, origin_prefix=prefix, ids=doomed
+            )
         if pruned:
             log.info("pruned the records of %d flows of deleted FlowRuns", len(pruned))
         return pruned

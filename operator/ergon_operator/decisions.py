@@ -18,6 +18,7 @@ from typing import Any
 
 from ergon import ErrorInfo, ExitCode, FailureCode, FlowStatus
 from ergon_operator import pods as pod_specs
+from ergon_operator import policy
 from ergon_operator.pools import parse_routing
 from ergon_operator.resources import (
     START_PROBLEMS,
@@ -54,6 +55,9 @@ POD_REJECTED = "PodRejected"
 INVALID_SIGNAL = "InvalidSignal"
 POOL_NOT_FOUND = "WorkerPoolNotFound"
 POD_START_REASONS = frozenset({*START_PROBLEMS, "Unschedulable", POD_REJECTED})
+# Failures the operator records itself, shown with their own reason: the pod never started, or
+# was never created because the FlowRun breaks the worker policy.
+OPERATOR_FAILURES = POD_START_REASONS | {policy.POLICY_VIOLATION}
 IMAGE_PULL = frozenset({"ErrImagePull", "ImagePullBackOff"})  # the kubelet alternates these
 MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows in full; Events are a summary
 
@@ -232,10 +236,10 @@ def _ended(plan: Plan, run: FlowRun, flow: FlowStatus, active: list[Pod], now: d
     status.error = error_value(error)
     code = FailureCode.of(error.type)  # records of earlier releases say UnknownFlow: InvalidFlow
     reason = code if code in REASON_CODES else FLOW_FAILED
-    if error.type in POD_START_REASONS:  # failed by the operator: the pod never started
+    if error.type in OPERATOR_FAILURES:  # failed by the operator: no pod ever started
         reason = error.type
     message = f"{error.type}: {error.message}"
-    ended_by_operator = code == FailureCode.DEADLINE_EXCEEDED or error.type in POD_START_REASONS
+    ended_by_operator = code == FailureCode.DEADLINE_EXCEEDED or error.type in OPERATOR_FAILURES
     plan.delete_pods = [p.name for p in active] if ended_by_operator else []
     if run.phase != "Failed":
         plan.event("Warning", "Failed" if reason == FLOW_FAILED else reason, message)
@@ -411,6 +415,20 @@ def _start_pod(
         if {c.type: c.reason for c in run.status.conditions}.get("Ready") != "Queued":
             plan.event("Normal", "Queued", message)
         _report(plan, run, "Pending", "Queued", message, now)
+        return
+    violation = policy.check(
+        policy=settings.policy,
+        default_image=settings.worker_image,
+        image=run.image,
+        template=run.pod_template,
+    )
+    if violation is not None:
+        message = f"the worker pod would break the worker policy: {violation}"
+        plan.fail_flow = ErrorInfo(policy.POLICY_VIOLATION, message, False)
+        status.error = error_value(plan.fail_flow)
+        status.completed_at = format_time(now)
+        plan.event("Warning", policy.POLICY_VIOLATION, message)
+        _report(plan, run, "Failed", policy.POLICY_VIOLATION, message, now)
         return
     taken = {p.name for p in seen.pods if p.owner_uid != run.uid}
     while pod_specs.pod_name(run, sequence) in taken:  # pods of an earlier FlowRun of this name

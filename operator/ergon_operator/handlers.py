@@ -40,7 +40,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.persistence.finalizer = "ergon.dev/kopf"  # unused: no handler needs a finalizer
-    if config.watch_namespace:
+    if config.watch_namespaces:
+        # Exactly these namespaces (no patterns): kopf need not list or watch Namespaces (nor
+        # CRDs), which a namespaced install's Roles do not allow.
         settings.scanning.disabled = True
     load_config()
     # Opening a store connects lazily: an unreachable store only delays reconciles (logged
@@ -50,7 +52,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["store"] = store
     memo["reconciler"] = reconciler
     await reconciler.start()
-    log.info("ergon operator started (namespace: %s)", config.watch_namespace or "all")
+    log.info("ergon operator started (namespaces: %s)", ", ".join(config.watch_namespaces) or "all")
 
 
 @kopf.on.cleanup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ergon_operator.policy import TMP_VOLUME, clamp_resources
 from ergon_operator.resources import (
     API_VERSION,
     ATTEMPT_LABEL,
@@ -88,6 +89,7 @@ def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int)
         command=["ergon", "run-flow", "--flow-id", run.uid],
         env=env,
         template=template,
+        settings=settings,
     )
     spec = restricted_pod_spec(container, template=template, settings=settings)
     spec["restartPolicy"] = "Never"
@@ -115,24 +117,35 @@ def worker_pod(run: FlowRun, settings: Settings, *, sequence: int, attempt: int)
 
 
 def restricted_container(
-    *, image: str, command: list[str], env: list[dict[str, Any]], template: dict[str, Any]
+    *,
+    image: str,
+    command: list[str],
+    env: list[dict[str, Any]],
+    template: dict[str, Any],
+    settings: Settings,
 ) -> dict[str, Any]:
-    """The worker container: the `restricted` Pod Security profile's container settings, with
-    the template's resources."""
+    """The worker container: the `restricted` Pod Security profile's container settings, a
+    read-only root filesystem with a writable `/tmp` (`TMPDIR`), the template's volume mounts,
+    and the template's resources with limits up to the policy's maximum."""
     container: dict[str, Any] = {
         "name": "worker",
         "image": image,
         "command": command,
-        "env": env,
+        "env": [*env, {"name": "TMPDIR", "value": "/tmp"}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
             "readOnlyRootFilesystem": True,
         },
+        "volumeMounts": [
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            *[dict(m) for m in template.get("volumeMounts") or []],
+        ],
     }
-    if template.get("resources"):
-        container["resources"] = template["resources"]
+    resources = clamp_resources(settings.policy, template.get("resources") or {})
+    if resources.get("limits") or resources.get("requests"):
+        container["resources"] = resources
     return container
 
 
@@ -140,8 +153,8 @@ def restricted_pod_spec(
     container: dict[str, Any], *, template: dict[str, Any], settings: Settings
 ) -> dict[str, Any]:
     """A worker pod's spec around `container`: non-root, no service account token, the
-    RuntimeDefault seccomp profile, the template's service account, node selector and
-    tolerations."""
+    RuntimeDefault seccomp profile, an `emptyDir` for `/tmp` (size from the policy), the
+    template's volumes, service account, node selector and tolerations."""
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "securityContext": {
@@ -151,6 +164,10 @@ def restricted_pod_spec(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
+        "volumes": [
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": settings.policy.tmp_size_limit}},
+            *[dict(v) for v in template.get("volumes") or []],
+        ],
     }
     account = template.get("serviceAccountName") or settings.worker_service_account
     if account:

@@ -20,6 +20,7 @@ from typing import Any
 import ergon
 from ergon_operator.cache import Body, Key, is_newer, key_of, slim
 from ergon_operator.kube import Kube
+from ergon_operator.outages import is_outage
 from ergon_operator.pools import (
     SPEC_HASH_ANNOTATION,
     Deployment,
@@ -85,7 +86,7 @@ class PoolController:
         self.timers: TimerHeap[Key] = TimerHeap(lambda key: self.queue.add(key, Priority.TIMER))
         self.watch = deployment_watch(
             kube,
-            namespace=settings.watch_namespace,
+            namespaces=settings.watch_namespaces,
             put=self._put_deployment,
             drop=self._drop_deployment,
             replace=self._replace_deployments,
@@ -123,16 +124,18 @@ class PoolController:
         self.queue.start()
 
     async def _list_pools(self) -> None:
-        token: str | None = None
-        while True:
-            page = await self.kube.list_workerpools(self.settings.watch_namespace, continue_=token)
-            for item in page.get("items") or []:
-                item.setdefault("apiVersion", "ergon.dev/v1alpha1")
-                item.setdefault("kind", "WorkerPool")
-                self.pool_event(None, item)
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                return
+        namespaces: tuple[str | None, ...] = self.settings.watch_namespaces or (None,)
+        for namespace in namespaces:  # one listing per watched namespace (None: all)
+            token: str | None = None
+            while True:
+                page = await self.kube.list_workerpools(namespace, continue_=token)
+                for item in page.get("items") or []:
+                    item.setdefault("apiVersion", "ergon.dev/v1alpha1")
+                    item.setdefault("kind", "WorkerPool")
+                    self.pool_event(None, item)
+                token = (page.get("metadata") or {}).get("continue") or None
+                if token is None:
+                    break
 
     async def stop(self) -> None:
         self.watch.stop()
@@ -226,7 +229,7 @@ class PoolController:
         except Exception as exc:  # reported here, retried with backoff
             failures, delay = self._backoff.failed(key)
             self.timers.schedule(key, utcnow() + timedelta(seconds=delay))
-            if isinstance(exc, ergon.StoreError) and not isinstance(exc, ValueError):
+            if is_outage(exc):
                 self._on_store_error(exc)  # an outage: logged once, when it starts
                 return
             log.log(

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import Field
 
 from ergon import QueueDepth
+from ergon_operator import policy
 from ergon_operator.pods import restricted_container, restricted_pod_spec
 from ergon_operator.resources import (
     API_VERSION,
@@ -261,6 +262,14 @@ def decide_pool(seen: PoolObserved, settings: Settings) -> PoolPlan:
     status = WorkerPoolStatus(observed_generation=pool.generation, current_version=pool.version)
     plan = PoolPlan(status=status)
     conflict: str | None = None
+    # A pool that breaks the worker policy gets no Deployment (nor changes to one) for its
+    # current version; versions already running keep running and draining.
+    violation = policy.check(
+        policy=settings.policy,
+        default_image=settings.worker_image,
+        image=pool.image,
+        template=pool.pod_template,
+    )
     for version in versions_to_watch(pool, seen.deployments, seen.run_versions):
         current = version == pool.version
         depth = seen.depth.get(version, QueueDepth(runnable=0, running=0, waiting=0))
@@ -310,7 +319,9 @@ def decide_pool(seen: PoolObserved, settings: Settings) -> PoolPlan:
                 target = have
             else:
                 entry.idle_since = None
-        if deployment is None:
+        if current and violation is not None:
+            target = deployment.replicas if deployment is not None else 0
+        elif deployment is None:
             manifest = pool_deployment(
                 pool, settings, version=version, image=image, replicas=target
             )
@@ -349,6 +360,12 @@ def decide_pool(seen: PoolObserved, settings: Settings) -> PoolPlan:
     active = [v for v in status.versions if v.state != "Drained"]
     status.replicas = sum(v.replicas for v in active)
     status.ready_replicas = sum(v.ready_replicas for v in active)
+    if violation is not None:
+        message = f"the pool's workers would break the worker policy: {violation}"
+        _pool_conditions(pool, status, now, conflict=message, reason=policy.POLICY_VIOLATION)
+        if not _had_reason(pool, policy.POLICY_VIOLATION):
+            plan.events.append(("Warning", policy.POLICY_VIOLATION, message))
+        return plan
     _pool_conditions(pool, status, now, conflict=conflict)
     if conflict is not None and not _had_reason(pool, IMAGE_CONFLICT):
         plan.events.append(("Warning", IMAGE_CONFLICT, conflict))
@@ -390,14 +407,19 @@ def _had_reason(pool: WorkerPool, reason: str) -> bool:
 
 
 def _pool_conditions(
-    pool: WorkerPool, status: WorkerPoolStatus, now: datetime, *, conflict: str | None
+    pool: WorkerPool,
+    status: WorkerPoolStatus,
+    now: datetime,
+    *,
+    conflict: str | None,
+    reason: str = IMAGE_CONFLICT,
 ) -> None:
     """`phase` and the `Ready` condition: True while every wanted worker is ready (or none is
-    wanted), False while workers start or while a new image is refused."""
+    wanted), False while workers start or while the spec is refused (`conflict`, `reason`)."""
     wanted = status.replicas
     if conflict is not None:
         phase = "Ready" if status.ready_replicas >= wanted else "Scaling"
-        reason, message = IMAGE_CONFLICT, conflict
+        message = conflict
     elif wanted == 0:
         phase, reason, message = "Idle", "ScaledToZero", "no flow needs a worker"
     elif status.ready_replicas >= wanted:
@@ -461,7 +483,9 @@ def pool_deployment(
         {"name": "ERGON_POOL_VERSION", "value": version},
         *list(template.get("env") or []),
     ]
-    container = restricted_container(image=image, command=command, env=env, template=template)
+    container = restricted_container(
+        image=image, command=command, env=env, template=template, settings=settings
+    )
     pod_spec = restricted_pod_spec(container, template=template, settings=settings)
     pod_spec["restartPolicy"] = "Always"
     grace = template.get("terminationGracePeriodSeconds")

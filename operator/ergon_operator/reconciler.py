@@ -38,6 +38,7 @@ from ergon_operator.cleanup import Sweeper, origin_of
 from ergon_operator.decisions import Event, Observed, Plan, decide
 from ergon_operator.kube import Kube, request_counts
 from ergon_operator.limits import Rank, Slots
+from ergon_operator.outages import PartialFailure, is_outage
 from ergon_operator.pods import flowrun_label
 from ergon_operator.pool_controller import PoolController
 from ergon_operator.pools import WorkerPool, parse_routing
@@ -58,14 +59,6 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 300.0
 
 
-class PartialFailure(Exception):
-    """Parts of a plan could not be applied (the rest was); the run is retried with backoff."""
-
-    def __init__(self, errors: list[BaseException]) -> None:
-        super().__init__("; ".join(f"{type(e).__name__}: {e}" for e in errors))
-        self.errors = errors
-
-
 class StoreHealth:
     """Logs a store outage once when it starts and once when it ends."""
 
@@ -82,13 +75,6 @@ class StoreHealth:
             seconds = (utcnow() - self.down_since).total_seconds()
             self.down_since = None
             log.info("the store is reachable again (after %.0f s)", seconds)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """An unreachable store (retry later), as opposed to one that refused a value."""
-    if isinstance(exc, PartialFailure):
-        return any(is_outage(e) for e in exc.errors)
-    return isinstance(exc, ergon.StoreError) and not isinstance(exc, ValueError)
 
 
 class Reconciler:
@@ -123,7 +109,7 @@ class Reconciler:
         )
         self.pod_watch = pod_watch(
             kube,
-            namespace=settings.watch_namespace,
+            namespaces=settings.watch_namespaces,
             put=self.cache.put_pod,
             drop=self.cache.drop_pod,
             replace=self.cache.replace_pods,
@@ -143,7 +129,7 @@ class Reconciler:
         self._unsubscribe: Callable[[], None] | None = None
         # Cancels the flows of FlowRuns deleted while nobody listened (issue 14 item 8).
         self.sweeper = Sweeper.for_operator(
-            store=store, kube=kube, namespace=settings.watch_namespace, env=os.environ
+            store=store, kube=kube, namespaces=settings.watch_namespaces, env=os.environ
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -300,27 +286,16 @@ class Reconciler:
         self.pools.pool_event(kind, body)
         if kind not in ("ADDED", "DELETED"):
             return
-        namespace, name = key_of(body)
-        for key, run in list(self.cache.flowruns.items()):
-            spec, status = run.get("spec") or {}, run.get("status") or {}
-            if (
-                key[0] == namespace
-                and spec.get("workerPool") == name
-                and status.get("phase") not in TERMINAL_PHASES
-            ):
-                self.poke(key)
+        for run in self.cache.flowruns_on(key_of(body)):
+            if (run.get("status") or {}).get("phase") not in TERMINAL_PHASES:
+                self.poke(key_of(run))
 
     def _pool_run_versions(self, pool: Key) -> frozenset[str]:
         """The versions the pool's unfinished FlowRuns were scheduled on."""
         found = set()
-        for (namespace, _), run in list(self.cache.flowruns.items()):
-            spec, status = run.get("spec") or {}, run.get("status") or {}
-            if (
-                namespace == pool[0]
-                and spec.get("workerPool") == pool[1]
-                and status.get("version")
-                and status.get("phase") not in TERMINAL_PHASES
-            ):
+        for run in self.cache.flowruns_on(pool):
+            status = run.get("status") or {}
+            if status.get("version") and status.get("phase") not in TERMINAL_PHASES:
                 found.add(str(status["version"]))
         return frozenset(found)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from ergon_operator.policy import WorkerPolicy
 
 DEFAULT_WORKER_IMAGE = "ghcr.io/ergon-dev/ergon:0.1.0-worker"
 
@@ -26,7 +29,8 @@ class Settings:
     store_secret: str
     store_secret_key: str = "dsn"
     worker_image: str = DEFAULT_WORKER_IMAGE
-    watch_namespace: str | None = None
+    # The namespaces watched (ERGON_WATCH_NAMESPACES); empty: all namespaces.
+    watch_namespaces: tuple[str, ...] = ()
     worker_service_account: str | None = None
     health_port: int = 8080
     # Concurrency limits on running worker pods (None: unlimited), and how many FlowRuns are
@@ -39,6 +43,8 @@ class Settings:
     pod_start_grace_seconds: float = 300.0
     pod_gc_strategy: str = "OnFlowRunCompletion"
     ttl_seconds_after_finished: int | None = None
+    # What FlowRuns and WorkerPools may ask of their pods (ERGON_WORKER_POLICY, JSON).
+    policy: WorkerPolicy = field(default_factory=WorkerPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,13 +70,14 @@ class Settings:
             store_secret=name,
             store_secret_key=key or "dsn",
             worker_image=env.get("ERGON_WORKER_IMAGE", "").strip() or DEFAULT_WORKER_IMAGE,
-            watch_namespace=env.get("ERGON_WATCH_NAMESPACE", "").strip() or None,
+            watch_namespaces=_watch_namespaces(env),
             worker_service_account=env.get("ERGON_WORKER_SERVICE_ACCOUNT", "").strip() or None,
             health_port=int(port),
             max_running_pods=_count(env, "ERGON_MAX_RUNNING_PODS"),
             max_running_pods_per_namespace=_count(env, "ERGON_MAX_RUNNING_PODS_PER_NAMESPACE"),
             workers=_count(env, "ERGON_WORKERS") or 8,
             **_decision_settings(env),
+            policy=_policy(env),
         )
 
 
@@ -103,6 +110,13 @@ def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _policy(env: Mapping[str, str]) -> WorkerPolicy:
+    try:
+        return WorkerPolicy.from_json(env.get("ERGON_WORKER_POLICY", ""))
+    except ValueError as exc:
+        raise SettingsError(f"ERGON_WORKER_POLICY: {exc}") from None
+
+
 def _count(env: Mapping[str, str], variable: str) -> int | None:
     """A positive whole number, or None when unset or empty (no limit, the default)."""
     text = env.get(variable, "").strip()
@@ -111,3 +125,27 @@ def _count(env: Mapping[str, str], variable: str) -> int | None:
     if not text.isdigit() or int(text) < 1:
         raise SettingsError(f"{variable} must be a whole number >= 1 (or unset), not {text!r}")
     return int(text)
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _watch_namespaces(env: Mapping[str, str]) -> tuple[str, ...]:
+    """ERGON_WATCH_NAMESPACES (comma-separated), or its one-namespace form ERGON_WATCH_NAMESPACE
+    (either may be set, not both); empty or unset: all namespaces."""
+    many = env.get("ERGON_WATCH_NAMESPACES", "").strip()
+    one = env.get("ERGON_WATCH_NAMESPACE", "").strip()
+    if many and one:
+        raise SettingsError(
+            "set ERGON_WATCH_NAMESPACES (comma-separated) or ERGON_WATCH_NAMESPACE (one "
+            "namespace), not both"
+        )
+    variable = "ERGON_WATCH_NAMESPACES" if many else "ERGON_WATCH_NAMESPACE"
+    names: list[str] = []
+    for name in (part.strip() for part in (many or one).split(",")):
+        if not name or name in names:
+            continue
+        if not _NAMESPACE.fullmatch(name):
+            raise SettingsError(f"{variable}: {name!r} is not a namespace name")
+        names.append(name)
+    return tuple(names)

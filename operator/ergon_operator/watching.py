@@ -8,15 +8,19 @@ resourceVersion with bookmarks (so a reconnect resumes where it left off), list 
 server says the version is too old (410 Gone), and reconnect after errors with capped backoff.
 
 The client is synchronous; the stream is read in a daemon thread that hands events to the loop.
+
+An operator confined to a list of namespaces (`ERGON_WATCH_NAMESPACES`) cannot list across the
+cluster (its Roles are per namespace): it runs one watch per namespace (`NamespacedWatches`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -150,25 +154,133 @@ class LabelWatch:
                 log.debug("closing the %s watch failed", self.kind, exc_info=True)
 
 
-def pod_watch(kube: Kube, *, namespace: str | None, **sinks: Callable[..., object]) -> LabelWatch:
-    """The watch of worker pods (label `ergon.dev/flowrun`); `sinks`: put, drop, replace."""
+class NamespacedWatches:
+    """One `LabelWatch` per namespace, seen as one watch: `run`, `stop`, and `synced` once every
+    namespace is listed. A namespace's (re)listing stands for that namespace only, so the
+    caller's `replace` (which stands for everything) is not used: what the namespace no longer
+    has is dropped and the rest put, which is what `replace` does, per namespace. For that it
+    keeps the key, uid and labels of each object it passed on (nothing else)."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        lister: Callable[..., Awaitable[dict[str, Any]]],
+        opener: Callable[..., Any],
+        namespaces: Sequence[str],
+        put: Callable[[Body], object],
+        drop: Callable[[Body], object],
+        replace: Callable[[list[Body]], object],
+    ) -> None:
+        del replace  # see the docstring
+        self.kind = kind
+        self.namespaces = tuple(namespaces)
+        self._put, self._drop = put, drop
+        self._known: dict[str, dict[str, Body]] = {ns: {} for ns in self.namespaces}
+        self.watches = [
+            LabelWatch(
+                kind=kind,
+                lister=lister,
+                opener=opener,
+                namespace=namespace,
+                put=self._put_one,
+                drop=self._drop_one,
+                replace=functools.partial(self._replace_in, namespace),
+            )
+            for namespace in self.namespaces
+        ]
+        self.synced = asyncio.Event()
+
+    async def run(self) -> None:
+        async def all_synced() -> None:
+            for watch in self.watches:
+                await watch.synced.wait()
+            self.synced.set()
+
+        await asyncio.gather(all_synced(), *(watch.run() for watch in self.watches))
+
+    def stop(self) -> None:
+        for watch in self.watches:
+            watch.stop()
+
+    def _put_one(self, body: Body) -> object:
+        meta = body.get("metadata") or {}
+        known = self._known.setdefault(str(meta.get("namespace") or ""), {})
+        known[str(meta.get("name"))] = {
+            "metadata": {
+                key: meta[key] for key in ("namespace", "name", "uid", "labels") if key in meta
+            }
+        }
+        return self._put(body)
+
+    def _drop_one(self, body: Body) -> object:
+        meta = body.get("metadata") or {}
+        known = self._known.get(str(meta.get("namespace") or ""), {})
+        stub = known.get(str(meta.get("name")))
+        if stub is not None and stub["metadata"].get("uid") == meta.get("uid"):
+            del known[str(meta.get("name"))]
+        return self._drop(body)
+
+    def _replace_in(self, namespace: str, bodies: list[Body]) -> None:
+        listed = {str((body.get("metadata") or {}).get("name")) for body in bodies}
+        for name, stub in list(self._known.get(namespace, {}).items()):
+            if name not in listed:
+                self._drop_one(stub)
+        for body in bodies:
+            self._put_one(body)
+
+
+Watch = LabelWatch | NamespacedWatches
+
+
+def _watch(
+    kind: str,
+    lister: Callable[..., Awaitable[dict[str, Any]]],
+    opener: Callable[..., Any],
+    namespace: str | None,
+    namespaces: Sequence[str],
+    sinks: dict[str, Callable[..., object]],
+) -> Watch:
+    if len(namespaces) > 1:
+        return NamespacedWatches(
+            kind=kind, lister=lister, opener=opener, namespaces=namespaces, **sinks
+        )
     return LabelWatch(
-        kind="Pod",
-        lister=kube.list_worker_pods,
-        opener=kube.watch_worker_pods,
-        namespace=namespace,
+        kind=kind,
+        lister=lister,
+        opener=opener,
+        namespace=namespaces[0] if namespaces else namespace,
         **sinks,
     )
 
 
+def pod_watch(
+    kube: Kube,
+    *,
+    namespace: str | None = None,
+    namespaces: Sequence[str] = (),
+    **sinks: Callable[..., object],
+) -> Watch:
+    """The watch of worker pods (label `ergon.dev/flowrun`); `sinks`: put, drop, replace.
+    In `namespaces` (one watch each) if given, else in `namespace` (None: all namespaces)."""
+    return _watch(
+        "Pod", kube.list_worker_pods, kube.watch_worker_pods, namespace, namespaces, sinks
+    )
+
+
 def deployment_watch(
-    kube: Kube, *, namespace: str | None, **sinks: Callable[..., object]
-) -> LabelWatch:
-    """The watch of worker pools' Deployments (label `ergon.dev/workerpool`)."""
-    return LabelWatch(
-        kind="Deployment",
-        lister=kube.list_pool_deployments,
-        opener=kube.watch_pool_deployments,
-        namespace=namespace,
-        **sinks,
+    kube: Kube,
+    *,
+    namespace: str | None = None,
+    namespaces: Sequence[str] = (),
+    **sinks: Callable[..., object],
+) -> Watch:
+    """The watch of worker pools' Deployments (label `ergon.dev/workerpool`); see `pod_watch`."""
+    return _watch(
+        "Deployment",
+        kube.list_pool_deployments,
+        kube.watch_pool_deployments,
+        namespace,
+        namespaces,
+        sinks,
     )

@@ -4,6 +4,7 @@ the operator's settings, Secret handling, values.schema.json, and the CRDs taken
 from __future__ import annotations
 
 import base64
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -39,32 +40,32 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Exactly the verbs the operator uses (tests/e2e/test_zz_security.py derives them from the
+# request log of the whole e2e session and compares them with the installed Roles).
 OPERATOR_RULES = [
     {
         "apiGroups": ["ergon.dev"],
-        "resources": [
-            "flowruns",
-            "flowruns/status",
-            "signals",
-            "signals/status",
-            "workerpools",
-            "workerpools/status",
-        ],
-        "verbs": ["get", "list", "watch", "patch", "update"],
+        "resources": ["flowruns", "signals", "workerpools"],
+        "verbs": ["list", "watch"],
+    },
+    {
+        "apiGroups": ["ergon.dev"],
+        "resources": ["flowruns/status", "signals/status", "workerpools/status"],
+        "verbs": ["patch"],
     },
     {"apiGroups": ["ergon.dev"], "resources": ["flowruns"], "verbs": ["delete"]},
     {
-        "apiGroups": [""],
-        "resources": ["pods"],
-        "verbs": ["get", "list", "watch", "create", "delete", "patch"],
+        "apiGroups": ["ergon.dev"],
+        "resources": ["flowruns/finalizers", "workerpools/finalizers"],
+        "verbs": ["update"],
     },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
     {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 LEASE_RULES = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
@@ -83,9 +84,8 @@ CLUSTER_ONLY_RULES = [
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
-        "verbs": ["get", "list", "watch"],
+        "verbs": ["list", "watch"],
     },
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
 ]
 
 
@@ -196,7 +196,23 @@ def test_operator_settings_with_existing_secret() -> None:
         "ERGON_STORE_SECRET": "ergon-store/url",
         "ERGON_WORKER_IMAGE": "ghcr.io/ergon-dev/ergon:0.1.0-worker",
         "ERGON_WORKER_SERVICE_ACCOUNT": "ergon-worker",
-        "ERGON_WATCH_NAMESPACE": "",
+        "ERGON_WORKER_POLICY": json.dumps(
+            {
+                "annotationKeys": [],
+                "configMaps": [],
+                "envNames": [],
+                "images": ["ghcr.io/ergon-dev/ergon:*", "ghcr.io/ergon-dev/ergon@*"],
+                "labelKeys": [],
+                "maxResources": {"cpu": "4", "ephemeral-storage": "10Gi", "memory": "8Gi"},
+                "nodeSelector": {},
+                "secrets": [],
+                "serviceAccounts": [],
+                "tmpSizeLimit": "1Gi",
+                "tolerations": [],
+            },
+            separators=(",", ":"),
+        ),
+        "ERGON_WATCH_NAMESPACES": "",
         "ERGON_HEALTH_PORT": "8080",
         "ERGON_MAX_RUNNING_PODS": "",
         "ERGON_MAX_RUNNING_PODS_PER_NAMESPACE": "",
@@ -226,7 +242,8 @@ def test_operator_settings_for_kind_images() -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ergon:dev"
     assert env["ERGON_WORKER_IMAGE"] == "ergon:dev-worker"
-    assert env["ERGON_WATCH_NAMESPACE"] == "flows"
+    assert json.loads(env["ERGON_WORKER_POLICY"])["images"] == ["ergon:*", "ergon@*"]
+    assert env["ERGON_WATCH_NAMESPACES"] == "flows"
     assert env["ERGON_HEALTH_PORT"] == "9090"
     assert container["ports"][0]["containerPort"] == 9090
     assert env["ERGON_STORE"] == {"secretKeyRef": {"name": "ergon-postgres", "key": "dsn"}}
@@ -330,7 +347,12 @@ def test_bundled_postgres() -> None:
     assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     env = {var["name"]: var for var in container["env"]}
+    # The image's superuser has a password of its own (tests/chart/test_postgres_roles.py); the
+    # init script gives the DSN's role the DSN Secret's.
     assert env["POSTGRES_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "ergon-postgres-admin", "key": "password"}
+    }
+    assert env["ERGON_DB_PASSWORD"]["valueFrom"] == {
         "secretKeyRef": {"name": "ergon-postgres", "key": "password"}
     }
 
@@ -339,7 +361,7 @@ def test_bundled_postgres_with_given_password_and_no_persistence() -> None:
     docs = render(
         {**DEPLOY_POSTGRES, "postgres.password": "s3cret-pw", "postgres.persistence.enabled": False}
     )
-    secret = one(docs, "Secret")
+    secret = one(docs, "Secret", "ergon-postgres")
     assert base64.b64decode(secret["data"]["dsn"]).decode() == (
         "postgresql://ergon:s3cret-pw@ergon-postgres.ergon.svc:5432/ergon"
     )

@@ -178,6 +178,8 @@ def test_flowrun_spec_and_status_fields() -> None:
         "tolerations",
         "labels",
         "annotations",
+        "volumes",
+        "volumeMounts",
     }
     retry = spec["properties"]["retry"]["properties"]
     assert retry["maxAttempts"]["minimum"] == 1
@@ -268,6 +270,7 @@ def test_cel_rules_present() -> None:
         ".spec.signals",
         ".spec.podTemplate.env[]",
         ".spec.podTemplate.labels",
+        ".spec.podTemplate.volumes[]",
     }
     signal = {path: [r["rule"] for r in rules] for path, rules in _rules("Signal").items()}
     assert signal == {".spec.flowRun": ["self == oldSelf"], ".spec.name": ["self == oldSelf"]}

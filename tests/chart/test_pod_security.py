@@ -50,8 +50,14 @@ def test_postgres_writes_only_to_its_volumes() -> None:
     assert pod["securityContext"]["runAsUser"] != 0
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
-    assert mounts == {"/var/lib/postgresql/data", "/var/run/postgresql", "/tmp"}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    assert set(mounts) == {
+        "/var/lib/postgresql/data",
+        "/var/run/postgresql",
+        "/tmp",
+        "/docker-entrypoint-initdb.d",
+    }
+    assert mounts["/docker-entrypoint-initdb.d"]["readOnly"] is True  # the init script's ConfigMap
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="kubectl binary whose protobuf descriptors decode protobuf bodies",
     )
     parser.add_argument(
+        "--pod-log-dir",
+        type=Path,
+        default=None,
+        help="also write each container's output to DIR/NAMESPACE_POD_UID/CONTAINER/N.log "
+        "(kept after the pod is deleted, as a kubelet's /var/log/pods)",
+    )
+    parser.add_argument(
         "--no-workload-status",
         action="store_true",
         help="leave StatefulSets and DaemonSets (and Deployments and ReplicaSets with "
@@ -89,6 +96,7 @@ async def serve(args: argparse.Namespace) -> None:
         workload_status=not args.no_workload_status,
         deployment_controller=not args.no_deployment_controller,
         kubectl=args.kubectl,
+        pod_log_dir=args.pod_log_dir.resolve() if args.pod_log_dir else None,
     )
     cluster = Cluster(config)
     await cluster.start()

@@ -3,7 +3,8 @@
 Only the ServiceAccount admission plugin for now: kube-apiserver refuses a Pod whose
 `spec.serviceAccountName` names an account that does not exist in its namespace (403
 Forbidden, "error looking up service account ..."). Operators must surface that rejection, so
-the test cluster has to produce it rather than run the pod anyway.
+the test cluster has to produce it rather than run the pod anyway. (ValidatingAdmissionPolicies
+are ``admission_policy.py``'s.)
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""CRD validation rules (``x-kubernetes-validations``) evaluated by cel-python (``celpy``).
+"""CEL for the test cluster, evaluated by cel-python (``celpy``): CRD validation rules
+(``x-kubernetes-validations``, see ``validation.py``) and ValidatingAdmissionPolicy expressions
+(``admission_policy.py``).
 
 Rules are CEL expressions over ``self`` (and ``oldSelf`` for transition rules such as the
-immutability rule ``self == oldSelf``). cel-python parses and evaluates standard CEL (literals,
-field access, ``has()``, ``size()``, arithmetic, comparisons, ``in``, logic, the ternary,
-``startsWith``/``endsWith``/``contains``/``matches``, the macros ``all``/``exists``/
+immutability rule ``self == oldSelf``); policy expressions over ``object``, ``oldObject``,
+``request``, ``namespaceObject`` and ``variables``. cel-python parses and evaluates standard CEL
+(literals, field access, ``has()``, ``size()``, arithmetic, comparisons, ``in``, logic, the
+ternary, ``startsWith``/``endsWith``/``contains``/``matches``, the macros ``all``/``exists``/
 ``exists_one``/``map``/``filter``); this module adds, as cel-python custom functions, what
 Kubernetes has on top of it:
 
@@ -12,25 +15,38 @@ Kubernetes has on top of it:
   and, its booleans being ints, finds ``true == 1``);
 - the Kubernetes strings library (``charAt``, ``indexOf``, ``lastIndexOf``, ``lowerAscii``,
   ``upperAscii``, ``replace``, ``split``, ``substring``, ``trim``, ``join``) and the lists
-  library's ``isSorted``, ``sum``, ``indexOf`` and ``lastIndexOf`` (``min`` is cel-python's own).
+  library's ``isSorted``, ``sum``, ``indexOf`` and ``lastIndexOf`` (``min`` is cel-python's own);
+- ``string()`` of doubles and booleans as cel-go writes them (``1e+06``, ``true``);
+- the Kubernetes quantity library: ``quantity('8Gi')`` and ``isQuantity(s)``, and on a quantity
+  ``isGreaterThan``, ``isLessThan``, ``compareTo``, ``add``, ``sub``, ``sign``, ``isInteger``,
+  ``asInteger``, ``asApproximateFloat``; quantities compare with ``==`` by value
+  (``quantity('1Gi') == quantity('1024Mi')``), exactly (fractions, not floats).
 
-Each rule's source is parsed once (:func:`program` is cached). Functions that are neither CEL's
-nor added here (the quantity, URL, IP, regex and format libraries, lists' ``max``, ...) raise
-:class:`CelUnsupported` at compile time, as kube-apiserver rejects undeclared references when the
-CRD is written; the server skips such rules (README: known differences).
+Each source is parsed once (:func:`program` is cached). A function that is neither CEL's nor
+added here raises :class:`CelUnsupported` at compile time, worded as cel-go's checker words it
+(``ERROR: <input>:1:1: undeclared reference to 'f' (in container '')``), as kube-apiserver
+rejects undeclared references when the CRD or policy is written. Functions Kubernetes has but
+this module lacks (the URL, IP/CIDR, regex ``find``, ``format``, semver, authorizer and optional
+libraries, lists' ``max``, ...) raise its subclass :class:`CelNotImplemented`: the server skips
+such CRD rules and treats such policy expressions as compilation errors at admission time
+(README: known differences).
 """
 
 from __future__ import annotations
 
+import decimal
 import functools
 import itertools
+import math
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import celpy
+import lark
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
@@ -46,7 +62,14 @@ Env = dict[str, Any]
 
 
 class CelUnsupported(Exception):
-    """The rule does not parse, or calls a function that neither CEL nor this module defines."""
+    """The rule does not parse, or calls a function that neither CEL nor this module defines.
+
+    The message is cel-go's: one ``ERROR: <input>:line:column: ...`` block per problem.
+    """
+
+
+class CelNotImplemented(CelUnsupported):
+    """The expression calls a Kubernetes CEL library function this module does not provide."""
 
 
 class CelError(Exception):
@@ -170,6 +193,184 @@ def _sum(items: Any) -> Result:
     return total
 
 
+def go_float(value: float) -> str:
+    """A double as cel-go's ``string()`` writes it (Go's ``%g``: ``1.5``, ``1e+06``)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1, value) < 0 else "0"
+    sign, digits, exponent = decimal.Decimal(repr(value)).normalize().as_tuple()
+    shown = "".join(map(str, digits))
+    assert isinstance(exponent, int)
+    point = len(shown) + exponent  # digits before the decimal point
+    prefix = "-" if sign else ""
+    if point - 1 < -4 or point - 1 >= 6:
+        mantissa = shown[0] + ("." + shown[1:] if len(shown) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if point - 1 < 0 else '+'}{abs(point - 1):02d}"
+    if point <= 0:
+        return f"{prefix}0.{'0' * -point}{shown}"
+    if point >= len(shown):
+        return f"{prefix}{shown}{'0' * (point - len(shown))}"
+    return f"{prefix}{shown[:point]}.{shown[point:]}"
+
+
+def _string(value: Any) -> Result:
+    """``string()``, with doubles and booleans written as cel-go writes them."""
+    if isinstance(value, celtypes.DoubleType):
+        return celtypes.StringType(go_float(float(value)))
+    if isinstance(value, celtypes.BoolType | bool):
+        return celtypes.StringType("true" if value else "false")
+    return base_functions["string"](value)
+
+
+# The Kubernetes quantity library (k8s.io/apiserver/pkg/cel/library/quantity.go)
+
+_QUANTITY_FORMAT = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+_QUANTITY = re.compile(_QUANTITY_FORMAT)
+_QUANTITY_NUMBER = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
+_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12}
+_DECIMAL_SUFFIXES |= {"P": 15, "E": 18}
+_EXPONENT = re.compile(r"^[eE]([-+]?[0-9]+)$")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class Quantity:
+    """A ``resource.Quantity`` as the CEL library sees it: an exact value, compared by value."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, value: Fraction, text: str = "") -> None:
+        self.value = value
+        self.text = text or str(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Quantity) and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:
+        return f"quantity({self.text!r})"
+
+
+def parse_quantity(text: str) -> Quantity:
+    """``resource.ParseQuantity``; :class:`ValueError` with its message when ``text`` is none."""
+    match = _QUANTITY.match(text.strip())
+    number = _QUANTITY_NUMBER.match(match.group(1)) if match else None
+    if match is None or number is None or not (number.group(2) or number.group(3)):
+        raise ValueError(f"quantities must match the regular expression '{_QUANTITY_FORMAT}'")
+    sign, whole, fraction = number.group(1), number.group(2), number.group(3) or ""
+    value = Fraction(int(whole or "0")) + (
+        Fraction(int(fraction), 10 ** len(fraction)) if fraction else 0
+    )
+    suffix = match.group(2)
+    if suffix in _BINARY_SUFFIXES:
+        value *= 2 ** _BINARY_SUFFIXES[suffix]
+    elif suffix in _DECIMAL_SUFFIXES:
+        value *= Fraction(10) ** _DECIMAL_SUFFIXES[suffix]
+    elif (exponent := _EXPONENT.match(suffix)) is not None:
+        value *= Fraction(10) ** int(exponent.group(1))
+    else:
+        raise ValueError("unable to parse quantity's suffix")
+    return Quantity(-value if sign == "-" else value, text)
+
+
+def _quantity(text: Any) -> Result:
+    if not isinstance(text, celtypes.StringType):
+        return CELEvalError("no such overload")
+    try:
+        return parse_quantity(str(text))  # type: ignore[return-value]
+    except ValueError as exc:
+        return CELEvalError(str(exc))
+
+
+def _is_quantity(text: Any) -> Result:
+    if not isinstance(text, celtypes.StringType):
+        return CELEvalError("no such overload")
+    try:
+        parse_quantity(str(text))
+    except ValueError:
+        return celtypes.BoolType(False)
+    return celtypes.BoolType(True)
+
+
+def _quantities(*values: Any) -> list[Fraction] | None:
+    if all(isinstance(value, Quantity) for value in values):
+        return [value.value for value in values]
+    return None
+
+
+def _compare(left: Any, right: Any) -> int | None:
+    values = _quantities(left, right)
+    if values is None:
+        return None
+    return (values[0] > values[1]) - (values[0] < values[1])
+
+
+def _compared(left: Any, right: Any, convert: Callable[[int], Result]) -> Result:
+    order = _compare(left, right)
+    return CELEvalError("no such overload") if order is None else convert(order)
+
+
+def _arithmetic(left: Any, right: Any, sign: int) -> Result:
+    if isinstance(right, celtypes.IntType) and not isinstance(right, celtypes.BoolType):
+        right = Quantity(Fraction(int(right)))
+    values = _quantities(left, right)
+    if values is None:
+        return CELEvalError("no such overload")
+    return Quantity(values[0] + sign * values[1])  # type: ignore[return-value]
+
+
+def _as_integer(value: Any) -> Result:
+    values = _quantities(value)
+    if values is None:
+        return CELEvalError("no such overload")
+    exact = values[0]
+    if exact.denominator != 1 or not _INT64[0] <= exact.numerator <= _INT64[1]:
+        return CELEvalError("cannot convert value to integer")
+    return celtypes.IntType(exact.numerator)
+
+
+def _is_integer(value: Any) -> Result:
+    converted = _as_integer(value)
+    if isinstance(converted, CELEvalError) and _quantities(value) is None:
+        return converted
+    return celtypes.BoolType(not isinstance(converted, CELEvalError))
+
+
+def _approximate(value: Any) -> Result:
+    values = _quantities(value)
+    return CELEvalError("no such overload") if values is None else celtypes.DoubleType(values[0])
+
+
+def _sign(value: Any) -> Result:
+    values = _quantities(value)
+    if values is None:
+        return CELEvalError("no such overload")
+    return celtypes.IntType((values[0] > 0) - (values[0] < 0))
+
+
+QUANTITY_FUNCTIONS: dict[str, CELFunction] = {
+    "quantity": _quantity,
+    "isQuantity": _is_quantity,
+    "isGreaterThan": lambda a, b: _compared(a, b, lambda o: celtypes.BoolType(o > 0)),
+    "isLessThan": lambda a, b: _compared(a, b, lambda o: celtypes.BoolType(o < 0)),
+    "compareTo": lambda a, b: _compared(a, b, celtypes.IntType),
+    "add": lambda a, b: _arithmetic(a, b, 1),
+    "sub": lambda a, b: _arithmetic(a, b, -1),
+    "sign": _sign,
+    "isInteger": _is_integer,
+    "asInteger": _as_integer,
+    "asApproximateFloat": _approximate,
+}
+# ``quantity('1')`` and ``isQuantity('1')`` are global functions, the rest methods of a quantity.
+_GLOBAL_ONLY = frozenset({"quantity", "isQuantity"})
+_METHOD_ONLY = frozenset(QUANTITY_FUNCTIONS) - _GLOBAL_ONLY
+
+
 FUNCTIONS: dict[str, CELFunction] = {
     "_==_": _equal,
     "_!=_": _not_equal,
@@ -185,10 +386,38 @@ FUNCTIONS: dict[str, CELFunction] = {
     "join": _join,
     "isSorted": _is_sorted,
     "sum": _sum,
+    "string": _string,
+    **QUANTITY_FUNCTIONS,
 }
 # handled by cel-python's evaluator itself rather than through its function table
 _MACROS = frozenset({"has", "dyn", "all", "exists", "exists_one", "map", "filter", "min"})
 _KNOWN = frozenset(base_functions) | frozenset(FUNCTIONS) | _MACROS
+
+
+# Kubernetes CEL names this module does not implement: calling them is CelNotImplemented (the
+# real server accepts them), not an undeclared reference. Functions and methods first (the URL,
+# regex, IP/CIDR, format, semver, authorizer, optional and extended strings/lists libraries),
+# then the variables and namespaces of the authorizer, sets, math and optional libraries.
+KUBERNETES_ONLY = frozenset(
+    {
+        *("url", "isURL", "getScheme", "getHost", "getHostname", "getPort"),
+        *("getEscapedPath", "getQuery", "find", "findAll", "max", "slice", "flatten"),
+        *("ip", "isIP", "cidr", "isCIDR", "family", "isCanonical", "isUnspecified"),
+        *("isLoopback", "isLinkLocalMulticast", "isLinkLocalUnicast", "isGlobalUnicast"),
+        *("containsIP", "containsCIDR", "masked", "prefixLength", "format", "quote"),
+        *("reverse", "semver", "isSemver", "major", "minor", "patch", "path", "group"),
+        *("resource", "subresource", "namespace", "name", "check", "allowed", "reason"),
+        *("errored", "error", "serviceAccount", "fieldSelector", "labelSelector"),
+        *("hasValue", "value", "orValue", "of", "none", "transformList", "transformMap"),
+        *("transformMapEntry", "validate", "named"),
+    }
+)
+KUBERNETES_VARIABLES = frozenset({"authorizer", "sets", "math", "optional", "strings", "lists"})
+# Type names usable as values (``type(x) == string``).
+_TYPE_NAMES = frozenset(
+    {"bool", "bytes", "double", "duration", "int", "list", "map", "null_type", "string"}
+) | frozenset({"timestamp", "type", "uint", "dyn"})
+_COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
 # compiling and evaluating
@@ -199,27 +428,169 @@ def _environment() -> celpy.Environment:
     return celpy.Environment()
 
 
-def _called(ast: Any) -> Iterable[str]:
-    """The names of the functions and methods a parsed expression calls."""
+def issue(source: str, line: int, column: int, text: str) -> str:
+    """One of cel-go's compile errors: the position, the text, the line and a caret under it."""
+    lines = source.splitlines() or [""]
+    shown = lines[line - 1] if 0 < line <= len(lines) else ""
+    return f"ERROR: <input>:{line}:{column}: {text}\n | {shown}\n | {'.' * (column - 1)}^"
+
+
+def _at(source: str, token: Any, text: str) -> str:
+    line, column = getattr(token, "line", None) or 1, getattr(token, "column", None) or 1
+    return issue(source, int(line), int(column), text)
+
+
+@functools.lru_cache(maxsize=1024)
+def parse(source: str) -> lark.Tree[Any]:
+    """cel-python's syntax tree of ``source``; :class:`CelUnsupported` with cel-go's syntax error
+    (or :class:`CelNotImplemented` for optional-field syntax, ``a.?b``, which cel-go parses)."""
+    try:
+        return _environment().compile(source)
+    except CELParseError as exc:
+        line, column = getattr(exc, "line", None) or 1, getattr(exc, "column", None) or 1
+        context = exc.__context__
+        found = getattr(context, "token", None)
+        shown = str(found)
+        if found is None or found.type == "$END":  # cel-go points past the last character
+            shown, lines = "<EOF>", source.splitlines() or [""]
+            line, column = len(lines), len(lines[-1]) + 1
+        error = issue(source, int(line), int(column), f"Syntax error: mismatched input '{shown}'")
+        if re.search(r"\.\?|\[\?", source):
+            raise CelNotImplemented(
+                f"{error} (optional field syntax is not supported by the test cluster)"
+            ) from exc
+        raise CelUnsupported(error) from exc
+
+
+def _called(ast: lark.Tree[Any]) -> Iterator[tuple[str, bool, Any]]:
+    """The functions and methods a parsed expression calls: (name, as a method, its token)."""
     for tree in ast.iter_subtrees():
         if tree.data == "ident_arg":
-            yield str(tree.children[0])
+            yield str(tree.children[0]), False, tree.children[0]
         elif tree.data == "member_dot_arg":
-            yield str(tree.children[1])
+            yield str(tree.children[1]), True, tree.children[1]
+
+
+def _undeclared_functions(source: str, ast: lark.Tree[Any]) -> tuple[list[str], list[str]]:
+    """cel-go's undeclared-reference errors, split: unknown anywhere, and Kubernetes-only."""
+    unknown: list[str] = []
+    kubernetes: list[str] = []
+    for name, method, token in _called(ast):
+        misplaced = (name in _GLOBAL_ONLY and method) or (name in _METHOD_ONLY and not method)
+        if name in _KNOWN and not misplaced:
+            continue
+        if name in KUBERNETES_ONLY and not misplaced:
+            text = f"'{name}' (a Kubernetes CEL library) is not supported by the test cluster"
+            kubernetes.append(_at(source, token, text))
+            continue
+        unknown.append(_at(source, token, f"undeclared reference to '{name}' (in container '')"))
+    return unknown, kubernetes
 
 
 @functools.lru_cache(maxsize=1024)
 def program(source: str) -> celpy.Runner:
     """Parse ``source`` once and bind the functions above; :class:`CelUnsupported` if it can't."""
-    environment = _environment()
+    ast = parse(source)
+    unknown, kubernetes = _undeclared_functions(source, ast)
+    if unknown:
+        raise CelUnsupported("\n".join(unknown + kubernetes))
+    if kubernetes:
+        raise CelNotImplemented("\n".join(kubernetes))
+    return _environment().program(ast, functions=FUNCTIONS)
+
+
+def check_names(
+    source: str, declared: Collection[str], variables: Collection[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """cel-go's checker errors for the identifiers ``source`` reads: names neither ``declared``
+    nor bound by a comprehension (``undeclared reference``), and, when ``variables`` is given,
+    ``variables.x`` for an ``x`` not among them (``undefined field``). Returned split as
+    :func:`program` splits them: errors the real server reports, and uses of the Kubernetes
+    libraries' variables (``authorizer``, ``sets``, ...) that the test cluster lacks."""
+    ast = parse(source)
+    bound = set(_TYPE_NAMES)
+    for tree in ast.iter_subtrees():
+        if tree.data == "member_dot_arg" and str(tree.children[1]) in _COMPREHENSIONS:
+            arguments = tree.children[2] if len(tree.children) > 2 else None
+            if isinstance(arguments, lark.Tree) and arguments.children:
+                name = _bare_identifier(arguments.children[0])
+                if name is not None:
+                    bound.add(name)
+    errors: list[str] = []
+    kubernetes: list[str] = []
+    for tree in ast.iter_subtrees():
+        if tree.data == "ident":
+            token = tree.children[0]
+            name = str(token)
+            if name in declared or name in bound:
+                continue
+            if name in KUBERNETES_VARIABLES:
+                kubernetes.append(
+                    _at(source, token, f"'{name}' is not supported by the test cluster")
+                )
+            else:
+                errors.append(
+                    _at(source, token, f"undeclared reference to '{name}' (in container '')")
+                )
+        elif tree.data == "member_dot" and variables is not None:
+            base, field = tree.children[0], tree.children[1]
+            if _bare_identifier(base) == "variables" and str(field) not in variables:
+                errors.append(_at(source, field, f"undefined field '{field}'"))
+    return errors, kubernetes
+
+
+def _bare_identifier(node: Any) -> str | None:
+    """The name when ``node`` (an expression or member subtree) is just an identifier."""
+    while isinstance(node, lark.Tree):
+        if node.data == "ident":
+            return str(node.children[0])
+        if len(node.children) != 1:
+            return None
+        node = node.children[0]
+    return None
+
+
+def selections(ast: lark.Tree[Any], roots: Collection[str]) -> Iterator[list[Any]]:
+    """Field selections from a root identifier: ``object.spec.x`` is ``[object, spec, x]``
+    (tokens, for positions), for every ``member_dot`` chain whose root is one of ``roots``."""
+    for tree in ast.iter_subtrees():
+        if tree.data != "member_dot":
+            continue
+        chain: list[Any] = []
+        node: Any = tree
+        while isinstance(node, lark.Tree) and node.data in ("member_dot", "member"):
+            if node.data == "member_dot":
+                chain.append(node.children[1])
+                node = node.children[0]
+            elif len(node.children) == 1:
+                node = node.children[0]
+            else:
+                break
+        root = _bare_identifier(node)
+        if root in roots:
+            token = _identifier_token(node)
+            yield [token, *reversed(chain)]
+
+
+def _identifier_token(node: Any) -> Any:
+    while isinstance(node, lark.Tree):
+        if node.data == "ident":
+            return node.children[0]
+        node = node.children[0]
+    return node
+
+
+def evaluate(runner: celpy.Runner, activation: Mapping[str, Any]) -> Any:
+    """Run a compiled expression over CEL values; its CEL result, or :class:`CelError`."""
     try:
-        ast = environment.compile(source)
-    except CELParseError as exc:
-        raise CelUnsupported(f"cannot parse {source!r}: {exc}") from exc
-    for name in _called(ast):
-        if name not in _KNOWN:
-            raise CelUnsupported(f"undeclared reference to '{name}'")
-    return environment.program(ast, functions=FUNCTIONS)
+        result = runner.evaluate(dict(activation))
+    except CELEvalError as exc:
+        raise CelError(_message(exc)) from exc
+    except (CELUnsupportedError, TypeError, ValueError, LookupError, ArithmeticError) as exc:
+        raise CelError(str(exc)) from exc
+    if isinstance(result, CELEvalError):
+        raise CelError(_message(result))
+    return result
 
 
 def _message(error: CELEvalError) -> str:
@@ -253,16 +624,8 @@ class Rule:
 
     def evaluate(self, env: Env) -> Any:
         """The rule's value (a Python bool for a boolean rule) with ``env``'s JSON values."""
-        try:
-            activation = {name: json_to_cel(value) for name, value in env.items()}
-            result = self.program.evaluate(activation)
-        except CELEvalError as exc:
-            raise CelError(_message(exc)) from exc
-        except (CELUnsupportedError, TypeError, ValueError, LookupError, ArithmeticError) as exc:
-            raise CelError(str(exc)) from exc
-        if isinstance(result, CELEvalError):
-            raise CelError(_message(result))
-        return _plain(result)
+        activation = {name: json_to_cel(value) for name, value in env.items()}
+        return _plain(evaluate(self.program, activation))
 
 
 def compile_rule(rule: dict[str, Any]) -> Rule:

@@ -46,6 +46,7 @@ class ClusterConfig:
     workload_status: bool = True
     deployment_controller: bool = True  # Deployments -> ReplicaSets -> Pods (workloads.py)
     kubectl: Path | None = None  # its embedded protobuf descriptors decode protobuf bodies
+    pod_log_dir: Path | None = None  # pods' output also kept in files here (podlogs.py)
 
 
 class Cluster:
@@ -76,6 +77,7 @@ class Cluster:
             base_env=self._pod_base_env(),
             restart_backoff=config.restart_backoff,
             max_backoff=config.max_restart_backoff,
+            log_dir=config.pod_log_dir,
         )
         self.openapi = OpenApi(self.types)
         self._tasks: list[asyncio.Task[None]] = []

@@ -12,6 +12,15 @@ Deletion is graceful: ``deletionTimestamp`` appears at once, the process group g
 then SIGKILL when ``deletionGracePeriodSeconds`` run out, and only when the process is gone does
 the kubelet remove the Pod object, as a real one does. :meth:`Kubelet.kill` lets tests end a
 process abruptly (OOM, crash, node loss, eviction).
+
+Volumes and a read-only root: the pod's ``emptyDir``, ``configMap`` and ``secret`` volumes are
+directories under the kubelet's state directory (``pods/UID/volumes/NAME``; a missing Secret or
+ConfigMap keeps the pod ``ContainerCreating`` with ``FailedMount`` Events, as on a real node).
+A container with ``volumeMounts`` or ``securityContext.readOnlyRootFilesystem`` starts through
+``sandbox.py`` in its own user and mount namespaces (``unshare``), which binds the volumes onto
+their mount paths and makes every other mount read-only. Where user namespaces do not work such
+a container fails with ``CreateContainerError``: it never runs with a writable root instead. The
+pod's directories go when the pod does.
 """
 
 from __future__ import annotations
@@ -19,9 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import os
+import shutil
 import signal
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +42,15 @@ from typing import Any
 
 from .builtins import NODE_NAME
 from .errors import ApiError, bad_request, not_found
-from .podenv import ConfigError, container_argv, container_env
+from .podenv import (
+    VOLUME_KINDS,
+    ConfigError,
+    MountError,
+    Volume,
+    container_argv,
+    container_env,
+    pod_volumes,
+)
 from .podlogs import ContainerLog
 from .podstatus import running, terminal, waiting
 from .registry import DeleteOptions, Options, Registry, timestamp
@@ -39,6 +60,14 @@ from .store import Event, Store
 JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 _MANAGER = "kubelet"
+SANDBOX = Path(__file__).with_name("sandbox.py")
+# The unshare binary; tests point this at `false` to see a machine without user namespaces.
+UNSHARE_ENV = "ERGON_TEST_CLUSTER_UNSHARE"
+_NAMESPACES = ("--user", "--map-root-user", "--mount", "--propagation", "private", "--")
+
+
+class ContainerError(Exception):
+    """The container cannot be created as specified (``CreateContainerError``)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,9 @@ class PodRunner:
     previous_log: ContainerLog | None = None
     kill_request: KillRequest | None = None
     needs_config: bool = False  # waiting for a Secret or ConfigMap to appear
+    start_error: str = ""  # why the sandbox could not start the last container (StartError)
+    mount_targets: list[str] = field(default_factory=list)  # the container's mount paths
+    created_dirs: list[Path] = field(default_factory=list)  # made here for missing mount points
     stop_deadline: float | None = None
     stop_task: asyncio.Task[None] | None = None
     task: asyncio.Task[None] | None = None
@@ -96,6 +128,8 @@ class Kubelet:
         base_env: dict[str, str],
         restart_backoff: float = 1.0,
         max_backoff: float = 30.0,
+        log_dir: Path | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -105,6 +139,13 @@ class Kubelet:
         self._base_env = base_env
         self._restart_backoff = restart_backoff
         self._max_backoff = max_backoff
+        self._log_dir = log_dir  # container output is also kept here (podlogs.ContainerLog)
+        # Pods' volume directories (pods/UID/...); without one, a temporary directory made on
+        # first use and removed at shutdown.
+        self._state_dir = state_dir
+        self._own_state_dir = False
+        self._unshare = os.environ.get(UNSHARE_ENV) or "unshare"
+        self._namespaces_probe: asyncio.Task[str] | None = None
         self._runners: dict[str, PodRunner] = {}
         store.subscribe(self._on_event)
 
@@ -161,11 +202,23 @@ class Kubelet:
         finally:
             _kill_group(runner.process, signal.SIGKILL)
             self._runners.pop(runner.uid, None)
+            self._remove_pod_files(runner)
 
     async def _run(self, runner: PodRunner) -> None:
         restarts, backoff = 0, self._restart_backoff
         while (pod := self._pod(runner)) is not None and not _deleting(pod):
             container = pod["spec"]["containers"][0]
+            try:
+                volumes = pod_volumes(self._store, pod)
+            except MountError as exc:
+                # A real kubelet mounts volumes before it creates the container: the pod stays
+                # ContainerCreating, with FailedMount Events, until the object appears.
+                self._set_status(runner, waiting, pod, "ContainerCreating", "", restarts)
+                self._record(runner, "FailedMount", str(exc), warning=True)
+                runner.needs_config = True
+                await self._sleep(runner, None)
+                runner.needs_config = False
+                continue
             try:
                 env = container_env(self._store, pod, container, self._base_env)
                 argv = container_argv(container, env)
@@ -189,7 +242,20 @@ class Kubelet:
                 )
                 await self._sleep(runner, None)
                 continue
-            exit_code, reason, started = await self._run_once(runner, pod, argv, env, restarts)
+            sandbox = None
+            if _needs_sandbox(container):
+                try:
+                    sandbox = await self._sandbox_spec(runner, container, volumes)
+                except ContainerError as exc:
+                    self._set_status(
+                        runner, waiting, pod, "CreateContainerError", str(exc), restarts
+                    )
+                    self._record(runner, "Failed", f"Error: {exc}", warning=True)
+                    await self._sleep(runner, None)
+                    continue
+            exit_code, reason, started = await self._run_once(
+                runner, pod, argv, env, restarts, sandbox
+            )
             kill, runner.kill_request = runner.kill_request, None
             pid = runner.process.pid if runner.process else 0
             terminated = {
@@ -199,6 +265,8 @@ class Kubelet:
                 "finishedAt": timestamp(),
                 "containerID": f"process://{pid}",
             }
+            if reason == "StartError" and runner.start_error:
+                terminated["message"] = runner.start_error
             pod = self._pod(runner)
             if pod is None:
                 return
@@ -237,32 +305,61 @@ class Kubelet:
         argv: list[str],
         env: dict[str, str],
         restarts: int,
+        sandbox: JSON | None = None,
     ) -> tuple[int, str, str]:
+        """Start the process (through the sandbox when ``sandbox`` is its spec), wait for it."""
         container = pod["spec"]["containers"][0]
-        runner.previous_log, runner.log = runner.log, ContainerLog()
+        log_path = None
+        if self._log_dir is not None:
+            pod_dir = f"{runner.namespace}_{runner.name}_{runner.uid}"
+            log_path = self._log_dir / pod_dir / str(container["name"]) / f"{restarts}.log"
+        runner.previous_log, runner.log = runner.log, ContainerLog(log_path)
         workdir = self._working_directory(container)
         started = timestamp()
+        runner.start_error = ""
+        launch, report_fd = argv, -1
+        pass_fds: tuple[int, ...] = ()
+        if sandbox is not None:
+            report_fd, write_fd = os.pipe()
+            pass_fds = (write_fd,)
+            spec = {**sandbox, "workingDir": str(workdir), "reportFd": write_fd}
+            launch = [*self._sandbox_argv(spec), *argv]
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv,
+                *launch,
                 env=env,
                 cwd=workdir,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         except OSError as exc:
-            runner.log.append(f"exec {argv[0]!r} failed: {exc}\n".encode())
+            runner.log.append(f"exec {launch[0]!r} failed: {exc}\n".encode())
             runner.log.close()
+            if report_fd >= 0:
+                os.close(report_fd)
             return 128, "StartError", started
+        finally:
+            for fd in pass_fds:
+                os.close(fd)  # the child's copy is the only writer left
         runner.process = process
+        reader = asyncio.get_running_loop().create_task(_pump(process, runner.log))
+        if report_fd >= 0:
+            runner.start_error = await self._await_sandbox(runner, report_fd)
+            if runner.start_error:
+                self._record(runner, "Failed", f"Error: {runner.start_error}", warning=True)
+                _kill_group(process, signal.SIGKILL)  # normally gone already
+                await process.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader, timeout=2)
+                return 128, "StartError", started
         log.debug("pod %s/%s: started pid %d: %s", runner.namespace, runner.name, process.pid, argv)
         self._set_status(runner, running, pod, started, process.pid, restarts)
         self._record(runner, "Started", f"Started container {container['name']}")
         if runner.stop_deadline is not None:  # deleted while starting
             self._start_stop(runner)
-        reader = asyncio.get_running_loop().create_task(_pump(process, runner.log))
         code = await process.wait()
         _kill_group(process, signal.SIGKILL)  # the container's other processes die with it
         try:
@@ -274,6 +371,141 @@ class Kubelet:
         if kill is not None:
             return kill.exit_code, kill.reason, started
         return exit_code, "Completed" if exit_code == 0 else "Error", started
+
+    # volumes and the sandbox
+
+    async def _sandbox_spec(
+        self, runner: PodRunner, container: JSON, volumes: dict[str, Volume]
+    ) -> JSON:
+        """sandbox.py's spec for this container, its volumes written out; or ContainerError."""
+        problem = await self._user_namespaces()
+        if problem:
+            raise ContainerError(problem)
+        mounts: list[JSON] = []
+        written: set[str] = set()
+        for mount in container.get("volumeMounts") or []:
+            name, target = str(mount.get("name", "")), str(mount.get("mountPath", ""))
+            volume = volumes.get(name)
+            if volume is None:
+                raise ContainerError(
+                    f'cannot find volume "{name}" to mount into container "{container["name"]}"'
+                )
+            if not volume.supported:
+                raise ContainerError(
+                    f'volume "{name}" is a {volume.kind} volume; the test cluster provides only '
+                    f"{', '.join(VOLUME_KINDS)} volumes"
+                )
+            if mount.get("subPath") or mount.get("subPathExpr"):
+                raise ContainerError(f'volume mount "{name}": the test cluster has no subPath')
+            if not target.startswith("/"):
+                raise ContainerError(f'volume mount "{name}": mountPath {target!r} is not absolute')
+            try:
+                source = self._volume_directory(runner, volume, write=name not in written)
+            except OSError as exc:
+                raise ContainerError(f'volume "{name}": {exc}') from None
+            written.add(name)
+            read_only = volume.read_only or bool(mount.get("readOnly"))
+            mounts.append({"source": str(source), "target": target, "readOnly": read_only})
+        runner.mount_targets = [str(m["target"]) for m in mounts]
+        security = container.get("securityContext") or {}
+        return {"mounts": mounts, "readOnlyRoot": bool(security.get("readOnlyRootFilesystem"))}
+
+    def _volume_directory(self, runner: PodRunner, volume: Volume, *, write: bool) -> Path:
+        """The volume's host directory: an emptyDir lives as long as the pod (it survives
+        container restarts); configMap and secret files are written afresh at each start."""
+        if "/" in volume.name or volume.name in ("", ".", ".."):
+            raise OSError(f"invalid volume name {volume.name!r}")
+        directory = self._pod_directory(runner) / "volumes" / volume.name
+        if volume.kind == "emptyDir":
+            if not directory.is_dir():
+                directory.mkdir(parents=True)
+                directory.chmod(0o777)  # as a real kubelet makes it
+            return directory
+        if write:
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            for path, (data, mode) in volume.files.items():
+                file = directory / path
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_bytes(data)
+                file.chmod(mode & 0o777)
+        return directory
+
+    def _pod_directory(self, runner: PodRunner) -> Path:
+        if self._state_dir is None:
+            self._state_dir = Path(tempfile.mkdtemp(prefix="ergon-kubelet-"))
+            self._own_state_dir = True
+        return self._state_dir / "pods" / runner.uid
+
+    def _sandbox_argv(self, spec: JSON) -> list[str]:
+        """unshare + sandbox.py; the container's argv follows."""
+        sandbox = [sys.executable, "-I", "-S", str(SANDBOX), json.dumps(spec), "--"]
+        return [self._unshare, *_NAMESPACES, *sandbox]
+
+    async def _await_sandbox(self, runner: PodRunner, report_fd: int) -> str:
+        """Read the sandbox's report until its exec closes the pipe: "" or why it failed."""
+        lines = (await _read_until_eof(report_fd, timeout=30)).decode(errors="replace")
+        error, ready = "", False
+        for line in lines.splitlines():
+            kind, _, text = line.partition(" ")
+            if kind == "created":
+                runner.created_dirs.append(Path(text))
+            elif kind == "error":
+                error = error or text
+            elif kind == "ready":
+                ready = True
+        if not error and not ready:  # unshare itself failed, or the sandbox died
+            error = "the sandbox did not start the container (unshare failed?); see its log"
+        return error
+
+    async def _user_namespaces(self) -> str:
+        """Why the sandbox cannot work on this machine, or "" (probed once, then remembered)."""
+        if self._namespaces_probe is None:
+            self._namespaces_probe = asyncio.get_running_loop().create_task(self._probe())
+        return await asyncio.shield(self._namespaces_probe)
+
+    async def _probe(self) -> str:
+        """Run the sandbox with a read-only root once: does it work here?"""
+        spec = {"mounts": [], "readOnlyRoot": True, "workingDir": "/"}
+        argv = [*self._sandbox_argv(spec), sys.executable, "-I", "-S", "-c", ""]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+            failure = "" if process.returncode == 0 else f"exit code {process.returncode}"
+            detail = output.decode(errors="replace").strip()
+        except (OSError, TimeoutError) as exc:
+            failure, detail = type(exc).__name__, str(exc)
+        if not failure:
+            return ""
+        problem = (
+            "readOnlyRootFilesystem and volume mounts need user namespaces, which do not work "
+            f"on this machine ({self._unshare} {' '.join(_NAMESPACES[:-1])}: {failure}"
+            f"{': ' + detail if detail else ''}); the test cluster does not run such a "
+            "container with a writable root filesystem"
+        )
+        log.error("kubelet: %s", problem)
+        return problem
+
+    def _remove_pod_files(self, runner: PodRunner) -> None:
+        """The pod is gone: remove its volumes and the mount points made for it."""
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir / "pods" / runner.uid, ignore_errors=True)
+        for directory in runner.created_dirs:
+            users = [
+                other
+                for other in self._runners.values()
+                if any(_is_under(Path(t), directory) for t in other.mount_targets)
+            ]
+            if users:  # another pod mounts something there: it removes the directory later
+                users[0].created_dirs.append(directory)
+            else:
+                _remove_empty_directories(directory)
+        runner.created_dirs = []
 
     def _working_directory(self, container: JSON) -> Path:
         """The container's workingDir if this machine has it, else the configured default."""
@@ -411,6 +643,8 @@ class Kubelet:
             if runner.task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await runner.task
+        if self._own_state_dir and self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
 
     # status
 
@@ -491,3 +725,33 @@ def _kill_group(process: asyncio.subprocess.Process | None, sig: signal.Signals)
 
 def _deleting(pod: JSON) -> bool:
     return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def _needs_sandbox(container: JSON) -> bool:
+    security = container.get("securityContext") or {}
+    return bool(container.get("volumeMounts") or security.get("readOnlyRootFilesystem"))
+
+
+async def _read_until_eof(fd: int, timeout: float) -> bytes:
+    """Everything written to the pipe ``fd`` until its writers close it (then ``fd`` is closed)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=timeout)
+    except TimeoutError:
+        return b""
+    finally:
+        transport.close()
+
+
+def _is_under(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _remove_empty_directories(top: Path) -> None:
+    """Remove ``top`` and the directories below it, bottom up, as long as they are empty."""
+    for root, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(root)

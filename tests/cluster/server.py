@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import discovery
+from . import admission_policy, discovery
+from .authn import ADMIN_TOKEN, user_of
 from .cluster import Cluster
 from .codec import Target, json_response
 from .errors import ApiError, bad_request, no_such_path
@@ -88,6 +89,7 @@ def build_app(cluster: Cluster, address: Callable[[], str]) -> web.Application:
             path=request.path,
             agent=request.headers.get("User-Agent", ""),
             watch=request.query.get("watch") in ("true", "1"),
+            user=user_of(request.headers.get("Authorization")),
         )
         status = 500
         try:
@@ -127,11 +129,38 @@ def build_app(cluster: Cluster, address: Callable[[], str]) -> web.Application:
         target = resolve(cluster, path)
         if target is None:
             raise no_such_path()
-        return await handle(cluster, request, target)
+        return await _admitting(cluster, request, target)
 
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
+
+
+async def _admitting(cluster: Cluster, request: web.Request, target: Target) -> web.StreamResponse:
+    """Serve a resource request with what ValidatingAdmissionPolicies see of it (who asks, for
+    which resource; ``admission_policy.py``) and their Warn actions' ``Warning`` headers added to
+    the answer, a refusal included, as kube-apiserver does."""
+    context = admission_policy.RequestContext(
+        store=cluster.store,
+        types=cluster.types,
+        user=user_of(request.headers.get("Authorization")),
+        group=target.rtype.group,
+        resource=target.rtype.plural,
+        subresource=target.subresource,
+        dry_run=bool(request.query.get("dryRun")),
+        field_manager=request.query.get("fieldManager", ""),
+    )
+    with admission_policy.serving(context):
+        try:
+            response = await handle(cluster, request, target)
+        except ApiError as exc:
+            if not context.warnings:
+                raise
+            response = json_response(exc.status(), exc.code)
+    if context.warnings and not response.prepared:
+        for warning in context.warnings:
+            response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+    return response
 
 
 def _fixed_endpoint(
@@ -233,7 +262,7 @@ def kubeconfig(server: str, namespace: str = "default") -> str:
                 "kind": "Config",
                 "preferences": {},
                 "clusters": [{"name": name, "cluster": {"server": server}}],
-                "users": [{"name": name, "user": {"token": "ergon-test-token"}}],
+                "users": [{"name": name, "user": {"token": ADMIN_TOKEN}}],
                 "contexts": [
                     {
                         "name": name,

@@ -17,6 +17,7 @@ import copy
 import ipaddress
 from typing import Any
 
+from . import admission_policy
 from .builtins import NODE_NAME
 from .errors import Cause, bad_request
 from .resources import ResourceType
@@ -78,6 +79,8 @@ class Strategies:
             obj.setdefault("status", {})
         elif rtype.has_status_subresource:
             obj.pop("status", None)
+        if _admission_policy_kind(rtype):
+            admission_policy.default(kind, obj)
         if kind == "Namespace":
             labels = obj["metadata"].setdefault("labels", {})
             labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
@@ -100,9 +103,18 @@ class Strategies:
             self._default_service(obj)
         elif kind in _WORKLOADS:
             _default_workload(obj)
+        elif _admission_policy_kind(rtype):
+            admission_policy.default(kind, obj)
 
     def after_write(self, rtype: ResourceType, obj: JSON) -> None:
-        """Status a controller would converge to; applied before storing the write."""
+        """Status a controller would converge to; applied before storing the write.
+
+        First, as kube-apiserver's validating admission runs after defaulting and validation,
+        the ValidatingAdmissionPolicies bound to this write (``admission_policy.py``).
+        """
+        admission_policy.admit(rtype, obj)
+        if _admission_policy_kind(rtype) and rtype.kind == admission_policy.POLICY_KIND:
+            obj["status"] = admission_policy.policy_status(obj)
         if rtype.custom or rtype.kind not in _WORKLOADS or not self._workload_status:
             return
         if rtype.kind in self._controlled:
@@ -122,6 +134,8 @@ class Strategies:
             causes += _validate_pod(obj, old)
         if rtype.kind in _WORKLOADS and rtype.group == "apps":
             causes += _validate_workload(obj, old)
+        if _admission_policy_kind(rtype):
+            causes += admission_policy.validate(rtype.kind, obj)
         if rtype.kind in ("Secret", "ConfigMap") and old is not None and old.get("immutable"):
             for key in ("data", "binaryData", "stringData"):
                 if obj.get(key) != old.get(key):
@@ -151,6 +165,13 @@ class Strategies:
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port.get("port"))
         obj["status"] = obj.get("status") or {"loadBalancer": {}}
+
+
+def _admission_policy_kind(rtype: ResourceType) -> bool:
+    return rtype.group == admission_policy.GROUP and rtype.kind in (
+        admission_policy.POLICY_KIND,
+        admission_policy.BINDING_KIND,
+    )
 
 
 def _fold_string_data(obj: JSON, old: JSON | None = None) -> None:

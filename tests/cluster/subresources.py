@@ -1,4 +1,5 @@
-"""Subresources with their own shapes: a pod's ``/log`` stream, ``/eviction``, and ``/scale``.
+"""Subresources with their own shapes: a pod's ``/log`` stream, ``/eviction``, ``/scale``, and
+a ServiceAccount's ``/token`` (TokenRequest: an unsigned token naming the account, see authn.py).
 
 (``/status`` is an ordinary write with different rules and lives in the registry.)
 """
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .authn import service_account_token
 from .codec import Target, json_response, read_body, request_options, truthy
 from .errors import ApiError, bad_request, method_not_allowed, not_found
 from .patching import JSON_PATCH, PatchError, json_patch, merge_patch
@@ -141,8 +143,39 @@ def _scale_object(obj: JSON, spec_path: str, status_path: str, selector_path: st
     }
 
 
+async def token_request(cluster: Cluster, request: web.Request, target: Target) -> web.Response:
+    """``POST serviceaccounts/{name}/token`` (``kubectl create token NAME``)."""
+    if request.method != "POST" or target.rtype.kind != "ServiceAccount" or target.name is None:
+        raise method_not_allowed()
+    namespace, name = target.namespace or "", target.name
+    account = cluster.registry.get(target.rtype, namespace, name)
+    body = await read_body(cluster, request) or {}
+    spec = dict(body.get("spec") or {})
+    seconds = int(spec.get("expirationSeconds") or 3600)
+    token, expires = service_account_token(
+        namespace,
+        name,
+        str(account["metadata"].get("uid") or ""),
+        audiences=list(spec.get("audiences") or []) or None,
+        seconds=seconds,
+    )
+    spec["expirationSeconds"] = seconds
+    expiry = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json_response(
+        {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": expiry},
+        },
+        201,
+    )
+
+
 HANDLERS: dict[str, Callable[[Cluster, web.Request, Target], Awaitable[web.StreamResponse]]] = {
     "log": pod_log,
     "scale": scale,
     "eviction": evict,
+    "token": token_request,
 }

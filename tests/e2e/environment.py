@@ -12,22 +12,37 @@ Both expose the same small interface to the tests: `kubectl`, `flowrun`, `wait_p
 operator's connection to Postgres goes through a TCP proxy the test can cut), `health_url`,
 `failover` and `event_details`; where a real cluster cannot inject the fault they say so with
 `pytest.skip`.
+
+On the test cluster the operator authenticates with a token of the chart's operator
+ServiceAccount (`kubectl create token`), so the cluster's request log (`api_requests`) tells its
+requests apart by user, as a real API server's audit log would. The e2e session's environment
+is also `audited` (tests/e2e/test_zz_security.py reads what it kept): the operator watches a
+second namespace (`EXTRA_NAMESPACE`, with a Role of its own), the store DSN carries the password
+of a Postgres role made for the session, worker pods' output is kept in files after the pods
+are gone, and an `ApiRecorder` keeps every version of the objects that could show the DSN.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from tests.chart.helm import helm_install_args
@@ -40,6 +55,25 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG_ENV = "ERGON_E2E_KUBECONFIG"
 NAMESPACE_ENV = "ERGON_E2E_NAMESPACE"
 STORE_SECRET = "ergon-e2e-store"
+NAMESPACE = "ergon-e2e"
+# A second namespace the audited session's operator watches (operator.watchNamespaces: both).
+EXTRA_NAMESPACE = "ergon-e2e-more"
+# The worker policy of the e2e install: closed defaults plus what the suite uses (pools run
+# ghcr.io/acme images; a fault test names a missing service account on purpose), and an
+# allowance per rule so tests/e2e/test_policy.py can show each rule letting through what it
+# allows. The admission policy is off so refusals reach the operator (tests/chart and
+# tests/cluster check the ValidatingAdmissionPolicy itself). On a real cluster, install the
+# chart with these values.
+E2E_WORKER_POLICY = {
+    "images": ["ghcr.io/ergon-dev/ergon:*", "ghcr.io/acme/ergon-e2e:*"],
+    "serviceAccounts": ["no-such-account"],
+    "secrets": ["e2e-allowed"],
+    "configMaps": ["e2e-allowed"],
+    "labelKeys": ["team"],
+    "annotationKeys": ["example.com/*"],
+    "maxResources": {"cpu": "2", "memory": "1Gi"},
+    "admissionPolicy": {"enabled": False},
+}
 
 
 class Environment:
@@ -171,26 +205,40 @@ class TestClusterEnvironment(Environment):
         *,
         store_url: str | None = None,
         operator_env: dict[str, str] | None = None,
+        audited: bool = False,
     ) -> None:
         self.home = home
-        self.cluster: TestCluster = start_cluster(home / "cluster")
+        self.audited = audited
+        self.pod_log_dir = home / "pod-logs"
+        extra_args = ["--pod-log-dir", str(self.pod_log_dir)] if audited else []
+        self.cluster: TestCluster = start_cluster(home / "cluster", extra_args=extra_args)
         self.kubectl_path = str(self.cluster.kubectl_path)
         self.kubectl_env = self.cluster.env
-        self.namespace = "ergon-e2e"
+        self.namespace = NAMESPACE
+        self.watch_namespaces = (NAMESPACE, EXTRA_NAMESPACE) if audited else (NAMESPACE,)
+        self.recorder = ApiRecorder(self.cluster.server, home / "recorded") if audited else None
         self.operator: subprocess.Popen[bytes] | None = None
-        self.store_url = store_url or f"{postgres_database()}?schema={fresh_schema()}"
+        self.store_role: StoreRole | None = None
+        if store_url is None:
+            database = postgres_database()
+            if audited:  # a password of its own, which no output may show
+                self.store_role = StoreRole.create(database)
+                database = self.store_role.dsn
+            store_url = f"{database}?schema={fresh_schema()}"
+        self.store_url = store_url
         self.store_proxy = TcpProxy.for_url(self.store_url)
         self.operator_starts = 0
-        self.cluster.kubectl("create", "namespace", self.namespace)
-        self.cluster.kubectl(
-            "-n",
-            self.namespace,
-            "create",
-            "secret",
-            "generic",
-            STORE_SECRET,
-            f"--from-literal=dsn={self.store_url}",
-        )
+        for namespace in self.watch_namespaces:
+            self.cluster.kubectl("create", "namespace", namespace)
+            self.cluster.kubectl(
+                "-n",
+                namespace,
+                "create",
+                "secret",
+                "generic",
+                STORE_SECRET,
+                f"--from-literal=dsn={self.store_url}",
+            )
         self.cluster.helm(
             *helm_install_args(
                 namespace=self.namespace,
@@ -198,9 +246,10 @@ class TestClusterEnvironment(Environment):
                 # The operator runs as a local process (below), from the Deployment's own
                 # command and environment; the chart's Deployment itself starts no replica.
                 values={
-                    "operator.watchNamespace": self.namespace,
+                    "operator.watchNamespaces": list(self.watch_namespaces),
                     "image.tag": "dev",
                     "operator.replicas": 0,
+                    "workerPolicy": E2E_WORKER_POLICY,
                 },
             ),
             timeout=180,
@@ -215,9 +264,10 @@ class TestClusterEnvironment(Environment):
                 "get", "deployment", "-l", "app.kubernetes.io/component=operator", "-o", "json"
             ).stdout
         )["items"][0]
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        pod_spec = deployment["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
         assert container["command"] == ["ergon-operator"], container["command"]
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self._operator_kubeconfig(pod_spec))}
         for var in container.get("env") or []:
             if "value" in var:
                 env[var["name"]] = var["value"]
@@ -236,6 +286,19 @@ class TestClusterEnvironment(Environment):
         env["ERGON_RESYNC_SECONDS"] = "5"
         env["ERGON_STORE"] = self.store_proxy.url(env["ERGON_STORE"])  # cut by store_outage
         return env
+
+    def _operator_kubeconfig(self, pod_spec: dict[str, Any]) -> Path:
+        """A kubeconfig with a token of the operator pod's ServiceAccount, as its pod would
+        have mounted: the cluster's request log then names the operator's requests."""
+        account = str(pod_spec.get("serviceAccountName") or "default")
+        self.operator_user = f"system:serviceaccount:{self.namespace}:{account}"
+        token = self.kubectl("create", "token", account).stdout.strip()
+        config = json.loads(self.cluster.kubeconfig.read_text())
+        for user in config["users"]:
+            user["user"] = {"token": token}
+        path = self.home / "operator-kubeconfig"
+        path.write_text(json.dumps(config, indent=2))
+        return path
 
     def start_operator(self) -> None:
         self.operator = self._spawn_operator(self.operator_env)
@@ -312,8 +375,12 @@ class TestClusterEnvironment(Environment):
 
     def close(self) -> None:
         self.stop_operator(hard=False)
+        if self.recorder is not None:
+            self.recorder.stop()
         self.cluster.stop()
         self.store_proxy.close()
+        if self.store_role is not None:
+            self.store_role.drop()
 
 
 class RealClusterEnvironment(Environment):
@@ -354,6 +421,116 @@ class RealClusterEnvironment(Environment):
         time.sleep(2)
 
 
+class StoreRole:
+    """A Postgres login role with a random password, owning what the store creates in the
+    test database: the audited session's DSN then holds a secret worth looking for."""
+
+    def __init__(self, admin_dsn: str, name: str, password: str) -> None:
+        self.admin_dsn, self.name, self.password = admin_dsn, name, password
+        parts = urlsplit(admin_dsn)
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{name}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
+        self.dsn = urlunsplit(parts._replace(netloc=netloc))
+
+    @classmethod
+    def create(cls, admin_dsn: str) -> StoreRole:
+        role = cls(admin_dsn, f"ergon_e2e_{secrets.token_hex(4)}", secrets.token_urlsafe(18))
+        database = urlsplit(admin_dsn).path.lstrip("/")
+        role._admin(
+            f"CREATE ROLE \"{role.name}\" LOGIN PASSWORD '{role.password}'",
+            f'GRANT ALL ON DATABASE "{database}" TO "{role.name}"',
+        )
+        return role
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._admin(f'DROP OWNED BY "{self.name}"', f'DROP ROLE "{self.name}"')
+
+    def _admin(self, *statements: str) -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(self.admin_dsn, timeout=10)
+            try:
+                for statement in statements:
+                    await conn.execute(statement)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+
+class ApiRecorder:
+    """Every version of the objects an API client can read that could show the store DSN
+    (FlowRuns, Signals, WorkerPools, Events, Pods, Deployments; never Secrets): a list, then a
+    watch, per resource across all namespaces, appended to `<directory>/<resource>.jsonl`."""
+
+    PATHS = {
+        "flowruns": "/apis/ergon.dev/v1alpha1/flowruns",
+        "signals": "/apis/ergon.dev/v1alpha1/signals",
+        "workerpools": "/apis/ergon.dev/v1alpha1/workerpools",
+        "events": "/api/v1/events",
+        "pods": "/api/v1/pods",
+        "deployments": "/apis/apps/v1/deployments",
+    }
+
+    def __init__(self, server: str, directory: Path) -> None:
+        self.server, self.directory = server, directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._stopping = threading.Event()
+        for resource, path in self.PATHS.items():
+            threading.Thread(
+                target=self._follow, args=(resource, path), name=f"record-{resource}", daemon=True
+            ).start()
+
+    def objects(self, resource: str) -> Iterator[dict[str, Any]]:
+        """Every version of `resource`'s objects recorded so far."""
+        path = self.directory / f"{resource}.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    yield json.loads(line)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _follow(self, resource: str, path: str) -> None:
+        version: str | None = None
+        with (self.directory / f"{resource}.jsonl").open("a") as out:
+            while not self._stopping.is_set():
+                try:
+                    if version is None:
+                        with self._get(path, {}, 30) as response:
+                            listing = json.loads(response.read())
+                        for item in listing.get("items") or []:
+                            out.write(json.dumps(item) + "\n")
+                        out.flush()
+                        version = str(listing["metadata"].get("resourceVersion") or "")
+                    query = {
+                        "watch": "true",
+                        "resourceVersion": version,
+                        "allowWatchBookmarks": "true",
+                        "timeoutSeconds": "20",
+                    }
+                    with self._get(path, query, 40) as response:
+                        for line in response:
+                            event = json.loads(line)
+                            obj = event.get("object") or {}
+                            if event.get("type") == "ERROR":  # 410 Gone: list again
+                                version = None
+                                break
+                            version = str((obj.get("metadata") or {}).get("resourceVersion"))
+                            if event.get("type") != "BOOKMARK":
+                                out.write(json.dumps(obj) + "\n")
+                                out.flush()
+                            if self._stopping.is_set():
+                                return
+                except (OSError, ValueError, KeyError):  # no CRDs yet, or the server stopped
+                    time.sleep(0.5)
+
+    def _get(self, path: str, query: dict[str, str], timeout: float) -> Any:
+        url = f"{self.server}{path}?{urllib.parse.urlencode(query)}"
+        return urllib.request.urlopen(url, timeout=timeout)
+
+
 def flow_state(k8s: Environment, flow_id: str) -> str | None:
     """The state of a flow as the store records it (None: no such flow)."""
     import asyncio
@@ -382,8 +559,8 @@ def _healthy(port: str) -> bool:
         return False
 
 
-def open_environment(home: Path) -> Environment:
+def open_environment(home: Path, *, audited: bool = False) -> Environment:
     kubeconfig = os.environ.get(KUBECONFIG_ENV)
     if kubeconfig:
         return RealClusterEnvironment(kubeconfig)
-    return TestClusterEnvironment(home)
+    return TestClusterEnvironment(home, audited=audited)

@@ -12,6 +12,7 @@ import ergon
 from ergon.storage import FlowState, FlowStatus
 from ergon_operator.decisions import Observed, Plan, decide
 from ergon_operator.pods import flowrun_label, pod_name
+from ergon_operator.policy import WorkerPolicy
 from ergon_operator.resources import FlowRun, Pod, Signal, format_time
 from ergon_operator.settings import Settings, SettingsError
 from ergon_operator.signals import decide_signal, spec_deliveries
@@ -19,8 +20,21 @@ from ergon_operator.status import MAX_MESSAGE, StepSummary, truncate
 from tests.chart.schemas import restricted_violations, validate_builtin
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+# An open worker policy: these tests are about other decisions (tests/operator/test_policy.py
+# covers the policy).
+OPEN_POLICY = WorkerPolicy(
+    images=("*",),
+    service_accounts=("*",),
+    secrets=("*",),
+    config_maps=("*",),
+    label_keys=("*",),
+    annotation_keys=("*",),
+)
 SETTINGS = Settings(
-    store="postgresql://x/y", store_secret="ergon-postgres", worker_image="ergon:dev-worker"
+    store="postgresql://x/y",
+    store_secret="ergon-postgres",
+    worker_image="ergon:dev-worker",
+    policy=OPEN_POLICY,
 )
 UID = "5f0c3e2a-0000-4000-8000-000000000001"
 
@@ -120,7 +134,10 @@ def test_the_worker_pod_is_valid_and_meets_the_restricted_profile() -> None:
     assert restricted_violations(manifest["spec"]) == []
     assert manifest["spec"]["serviceAccountName"] == "custom"
     assert manifest["metadata"]["labels"]["team"] == "a"
-    assert manifest["spec"]["containers"][0]["env"][-1] == {"name": "X", "value": "1"}
+    assert manifest["spec"]["containers"][0]["env"][-2:] == [
+        {"name": "X", "value": "1"},
+        {"name": "TMPDIR", "value": "/tmp"},
+    ]
 
 
 def test_long_names_make_valid_pod_names() -> None:

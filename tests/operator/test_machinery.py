@@ -252,6 +252,40 @@ def test_cache_indexes_flowruns_by_uid_and_signals_by_flowrun() -> None:
     assert cache.signals_of(("ns", "r")) == [] and cache.key_for_uid("u1") is None
 
 
+def test_cache_indexes_flowruns_by_worker_pool() -> None:
+    cache = Cache()
+
+    def run(name: str, pool: str | None, *, ns: str = "ns", uid: str = "", rv: str = "1") -> Any:
+        spec = {"flow": "f"} if pool is None else {"flow": "f", "workerPool": pool}
+        meta = {"name": name, "namespace": ns, "uid": uid or name, "resourceVersion": rv}
+        return {"metadata": meta, "spec": spec}
+
+    def names(pool: tuple[str, str]) -> list[str]:
+        return [r["metadata"]["name"] for r in cache.flowruns_on(pool)]
+
+    for body in (
+        run("b", "p"),
+        run("a", "p"),
+        run("c", "q"),
+        run("d", None),
+        run("e", "p", ns="x"),
+    ):
+        cache.put_flowrun(body)
+    assert names(("ns", "p")) == ["a", "b"]  # sorted by key, whatever the order they came in
+    assert names(("ns", "q")) == ["c"] and names(("x", "p")) == ["e"]
+    assert names(("ns", "missing")) == [] and names(("x", "q")) == []
+    assert not cache.put_flowrun(run("a", "q", rv="0"))  # older: the index is unchanged too
+    assert names(("ns", "p")) == ["a", "b"]
+    assert cache.put_flowrun(run("a", "q", rv="2"))  # a newer version on another pool
+    assert names(("ns", "p")) == ["b"] and names(("ns", "q")) == ["a", "c"]
+    assert cache.put_flowrun(run("c", None, uid="c2"))  # re-created with the same name, no pool
+    assert names(("ns", "q")) == ["a"]
+    cache.drop_flowrun(run("b", "p", rv="3"))
+    cache.drop_flowrun(run("a", "q", rv="3"))
+    cache.drop_flowrun(run("e", "p", ns="x"))
+    assert cache.flowruns_by_pool == {}  # emptied entries go, as the other indexes' do
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 

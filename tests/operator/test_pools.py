@@ -10,6 +10,7 @@ import ergon
 from ergon import QueueDepth
 from ergon_operator.decisions import Observed, decide
 from ergon_operator.pods import worker_pod
+from ergon_operator.policy import WorkerPolicy
 from ergon_operator.pools import (
     POOL_VERSION_LABEL,
     SPEC_HASH_ANNOTATION,
@@ -33,8 +34,21 @@ from tests.operator.test_decisions import NOW, UID, flowrun, record
 
 D14 = deployment_name("orders", "1.4.0")
 D15 = deployment_name("orders", "1.5.0")
+# An open worker policy: these tests are about other decisions (tests/operator/test_policy.py
+# covers the policy).
+OPEN_POLICY = WorkerPolicy(
+    images=("*",),
+    service_accounts=("*",),
+    secrets=("*",),
+    config_maps=("*",),
+    label_keys=("*",),
+    annotation_keys=("*",),
+)
 SETTINGS = Settings(
-    store="postgresql://x/y", store_secret="ergon-postgres", worker_image="ergon:dev-worker"
+    store="postgresql://x/y",
+    store_secret="ergon-postgres",
+    worker_image="ergon:dev-worker",
+    policy=OPEN_POLICY,
 )
 
 

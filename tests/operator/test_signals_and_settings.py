@@ -98,13 +98,13 @@ def test_settings_from_the_environment() -> None:
         }
     )
     assert (settings.store_secret, settings.store_secret_key) == ("pg", "url")
-    assert (settings.worker_image, settings.watch_namespace, settings.health_port) == (
+    assert (settings.worker_image, settings.watch_namespaces, settings.health_port) == (
         "me/worker:1",
-        "apps",
+        ("apps",),
         9090,
     )
     defaults = Settings.from_env({"ERGON_STORE": "postgresql://x", "ERGON_STORE_SECRET": "s"})
-    assert defaults.store_secret_key == "dsn" and defaults.watch_namespace is None
+    assert defaults.store_secret_key == "dsn" and defaults.watch_namespaces == ()
 
 
 @pytest.mark.parametrize(

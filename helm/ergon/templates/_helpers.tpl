@@ -75,14 +75,37 @@ app.kubernetes.io/part-of: ergon
 
 {{/* Namespaces */}}
 
-{{/* Namespace where FlowRuns are handled by default: the watched one, or the release's. */}}
-{{- define "ergon.primaryWorkerNamespace" -}}
-{{- default .Release.Namespace .Values.operator.watchNamespace }}
+{{/*
+JSON list of the namespaces the operator watches: operator.watchNamespaces, or its one-namespace
+alias operator.watchNamespace; empty: all namespaces (cluster-wide RBAC).
+*/}}
+{{- define "ergon.watchNamespaces" -}}
+{{- $list := .Values.operator.watchNamespaces | default list }}
+{{- $one := .Values.operator.watchNamespace | default "" }}
+{{- if and $one $list }}
+{{- fail "\n\nSet operator.watchNamespaces (a list) or its one-namespace alias operator.watchNamespace, not both." }}
+{{- end }}
+{{- if $one }}
+{{- $list = list $one }}
+{{- end }}
+{{- $list | uniq | toJson }}
 {{- end }}
 
-{{/* JSON list of the namespaces that get the worker ServiceAccount (and the bundled DSN Secret). */}}
+{{/* Namespace where FlowRuns are handled by default: the first watched one, or the release's. */}}
+{{- define "ergon.primaryWorkerNamespace" -}}
+{{- $watched := include "ergon.watchNamespaces" . | fromJsonArray }}
+{{- if $watched }}{{ first $watched }}{{ else }}{{ .Release.Namespace }}{{ end }}
+{{- end }}
+
+{{/*
+JSON list of the namespaces that get the worker ServiceAccount (and the bundled DSN Secret): every
+watched namespace (or the release's when watching all), then worker.extraNamespaces.
+*/}}
 {{- define "ergon.workerNamespaces" -}}
-{{- $namespaces := list (include "ergon.primaryWorkerNamespace" .) }}
+{{- $namespaces := include "ergon.watchNamespaces" . | fromJsonArray }}
+{{- if not $namespaces }}
+{{- $namespaces = list .Release.Namespace }}
+{{- end }}
 {{- range .Values.worker.extraNamespaces }}
 {{- $namespaces = append $namespaces . }}
 {{- end }}
@@ -134,6 +157,27 @@ Secret (so upgrades keep it); otherwise a new random one. Computed once per rend
 {{- end }}
 {{- end }}
 
+{{/* The bundled Postgres's superuser Secret: release namespace only, never a worker namespace. */}}
+{{- define "ergon.postgres.adminSecretName" -}}
+{{- printf "%s-admin" (include "ergon.postgres.fullname" .) }}
+{{- end }}
+
+{{/*
+Password of the bundled Postgres's superuser `postgres`: the one already in the release's admin
+Secret (so upgrades keep it), otherwise a new random one; cached like ergon.postgres.password.
+*/}}
+{{- define "ergon.postgres.adminPassword" -}}
+{{- if not (hasKey .Values.postgres "generatedAdminPassword") }}
+{{- $password := randAlphaNum 32 }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "ergon.postgres.adminSecretName" .) }}
+{{- if and $existing (hasKey $existing "data") (hasKey $existing.data "password") }}
+{{- $password = index $existing.data "password" | b64dec }}
+{{- end }}
+{{- $_ := set .Values.postgres "generatedAdminPassword" $password }}
+{{- end }}
+{{- .Values.postgres.generatedAdminPassword }}
+{{- end }}
+
 {{/* The DSN of the bundled Postgres, reachable from every namespace. */}}
 {{- define "ergon.postgres.dsn" -}}
 {{- printf "postgresql://%s:%s@%s.%s.svc:5432/%s" .Values.postgres.user (include "ergon.postgres.password" .) (include "ergon.postgres.fullname" .) .Release.Namespace .Values.postgres.database }}
@@ -158,4 +202,26 @@ readOnlyRootFilesystem: true
 runAsNonRoot: true
 capabilities:
   drop: [ALL]
+{{- end }}
+
+{{/*
+The worker policy as JSON (ERGON_WORKER_POLICY), images defaulted to the worker image's
+repository so the operator and the ValidatingAdmissionPolicy apply the same list.
+*/}}
+{{- define "ergon.workerPolicy" -}}
+{{- $policy := omit .Values.workerPolicy "admissionPolicy" }}
+{{- if not $policy.images }}
+{{- $repository := default .Values.image.repository .Values.worker.image.repository }}
+{{- $_ := set $policy "images" (list (printf "%s:*" $repository) (printf "%s@*" $repository)) }}
+{{- end }}
+{{- toJson $policy }}
+{{- end }}
+
+{{/* A CEL regular expression matching any of the glob patterns in the list. */}}
+{{- define "ergon.globRegex" -}}
+{{- $parts := list }}
+{{- range . }}
+{{- $parts = append $parts (regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" ".") }}
+{{- end }}
+{{- printf "^(%s)$" (join "|" $parts) }}
 {{- end }}
