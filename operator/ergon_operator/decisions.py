@@ -409,13 +409,6 @@ def _start_pod(
     sequence = max(latest.sequence if latest else 0, _sequence_of(status.pod_name)) + 1
     if attempt is None:
         attempt = max(latest.attempt if latest else 1, status.attempts or 1)
-    if not seen.slot_free:
-        plan.queued = True
-        message = f"waiting for a free worker slot (priority {run.priority})"
-        if {c.type: c.reason for c in run.status.conditions}.get("Ready") != "Queued":
-            plan.event("Normal", "Queued", message)
-        _report(plan, run, "Pending", "Queued", message, now)
-        return
     violation = policy.check(
         policy=settings.policy,
         default_image=settings.worker_image,
@@ -429,6 +422,13 @@ def _start_pod(
         status.completed_at = format_time(now)
         plan.event("Warning", policy.POLICY_VIOLATION, message)
         _report(plan, run, "Failed", policy.POLICY_VIOLATION, message, now)
+        return
+    if not seen.slot_free:
+        plan.queued = True
+        message = f"waiting for a free worker slot (priority {run.priority})"
+        if {c.type: c.reason for c in run.status.conditions}.get("Ready") != "Queued":
+            plan.event("Normal", "Queued", message)
+        _report(plan, run, "Pending", "Queued", message, now)
         return
     taken = {p.name for p in seen.pods if p.owner_uid != run.uid}
     while pod_specs.pod_name(run, sequence) in taken:  # pods of an earlier FlowRun of this name

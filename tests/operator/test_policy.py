@@ -219,3 +219,18 @@ def flowrun(**spec: Any) -> FlowRun:
             "spec": {"flow": "examples.orders:OrderFlow", "input": {}, **spec},
         }
     )
+
+
+def test_a_violating_flowrun_fails_even_while_no_worker_slot_is_free() -> None:
+    run = flowrun(image="docker.io/evil/miner:1")
+    flow = FlowStatus(
+        id=run.uid, flow="examples.orders:OrderFlow", state="pending", input="{}",
+        created_at=NOW, updated_at=NOW,
+    )  # fmt: skip
+    seen = Observed(
+        run=run, flow=flow, steps=StepSummary(0, None), pods=[], now=NOW, slot_free=False
+    )
+    plan = decide(seen, Settings(store="x", store_secret="s"))
+    assert not plan.queued and plan.create_pod is None
+    assert plan.status.phase == "Failed"
+    assert plan.fail_flow is not None and plan.fail_flow.type == "PolicyViolation"
