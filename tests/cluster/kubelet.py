@@ -408,7 +408,13 @@ class Kubelet:
             mounts.append({"source": str(source), "target": target, "readOnly": read_only})
         runner.mount_targets = [str(m["target"]) for m in mounts]
         security = container.get("securityContext") or {}
-        return {"mounts": mounts, "readOnlyRoot": bool(security.get("readOnlyRootFilesystem"))}
+        return {
+            "mounts": mounts,
+            "readOnlyRoot": bool(security.get("readOnlyRootFilesystem")),
+            # This machine stands in for the image: what the container runs must stay visible
+            # when a volume is mounted over one of its parents (a checkout under /tmp).
+            "image": [str(self._workdir), sys.prefix, sys.base_prefix],
+        }
 
     def _volume_directory(self, runner: PodRunner, volume: Volume, *, write: bool) -> Path:
         """The volume's host directory: an emptyDir lives as long as the pod (it survives

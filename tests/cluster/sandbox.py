@@ -11,6 +11,7 @@ The kubelet runs this file as a script inside fresh user and mount namespaces::
       "mounts": [{"source": "/host/dir", "target": "/tmp", "readOnly": false}, ...],
       "readOnlyRoot": true,          # the container's securityContext.readOnlyRootFilesystem
       "workingDir": "/work/main",    # chdir here once the mounts are in place
+      "image": ["/work/main", "/work/main/.venv"],  # paths a volume must not hide (see below)
       "reportFd": 5                  # a pipe to the kubelet (inherited), or absent
     }
 
@@ -25,7 +26,11 @@ by (or propagates to) the rest of the machine. In order:
    source, e.g. a state directory under ``/tmp`` once ``/tmp`` is itself a volume);
 2. bind each volume onto its ``mountPath``, parents before children, creating a missing mount
    point while the root is still writable (or failing with a clear message if it cannot be
-   created), and make ``readOnly`` volumes read-only;
+   created), and make ``readOnly`` volumes read-only. This machine's filesystem stands in for
+   the image, so the ``image`` paths (the kubelet's working directory, the Python installation)
+   are the image's content: a volume mounted over a parent of one of them (``/tmp`` over a
+   checkout in ``/tmp/ci``) gets that path bound back inside it, as the image's own files, so
+   the volume hides what an image's ``/tmp`` would hold and nothing the container runs;
 3. with ``readOnlyRoot``: remount every other mount the process can reach read-only: ``/`` and
    separate mounts such as ``/work`` or ``/home``, but not ``/proc``, ``/sys``, ``/dev`` (with
    ``/dev/shm``, writable in a container too) nor the volumes;
@@ -133,9 +138,11 @@ def main(argv: list[str]) -> NoReturn:
         os.set_inheritable(report, False)
     try:
         sources = _open_sources(spec["mounts"])
+        image = _open_image(spec.get("image") or [])
         before = {m.id for m in _mounts()}
-        _bind_volumes(spec["mounts"], sources, report)
-        volumes = {m.id for m in _mounts()} - before
+        kept = _bind_volumes(spec["mounts"], sources, report, image)
+        # The volumes stay writable (unless readOnly); image paths bound back are the image's.
+        volumes = {m.id for m in _mounts() if m.point not in kept} - before
         if spec.get("readOnlyRoot"):
             _remount_root_read_only(volumes)
         _lock_mounts()
@@ -167,10 +174,24 @@ def _open_sources(mounts: list[dict[str, Any]]) -> list[int]:
     return fds
 
 
-def _bind_volumes(mounts: list[dict[str, Any]], fds: list[int], report: int | None) -> None:
+def _open_image(paths: list[str]) -> dict[str, int]:
+    """An O_PATH descriptor per existing image path (by its real path), opened before any mount."""
+    fds: dict[str, int] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in fds and os.path.isdir(real):
+            fds[real] = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fds
+
+
+def _bind_volumes(
+    mounts: list[dict[str, Any]], fds: list[int], report: int | None, image: dict[str, int]
+) -> set[str]:
+    """Bind the volumes; return the image paths bound back inside them."""
     # Parents first, so /data/cache lands inside the /data volume rather than under it.
     order = sorted(range(len(mounts)), key=lambda i: _depth(mounts[i]["target"]))
     done: list[str] = []
+    kept: set[str] = set()
     for index in order:
         target = os.path.normpath(mounts[index]["target"])
         if not os.path.isdir(target):
@@ -185,6 +206,19 @@ def _bind_volumes(mounts: list[dict[str, Any]], fds: list[int], report: int | No
             top = [m for m in _mounts() if m.point == target][-1]  # the bind just made
             _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY | top.flags())
         done.append(target)
+        for path in sorted(image, key=len):
+            if path == target or not _under(path, target) or any(_under(path, k) for k in kept):
+                continue
+            try:
+                os.makedirs(path, exist_ok=True)  # inside the (writable) volume
+            except OSError as exc:
+                raise StartError(
+                    f"mountPath {target} would hide {path}, which the test cluster's pods run "
+                    f"from, and a mount point cannot be made in the volume ({exc.strerror})"
+                ) from None
+            _mount(f"/proc/self/fd/{image[path]}", path, MS_BIND)
+            kept.add(path)
+    return kept
 
 
 def _make_mount_point(target: str) -> str:

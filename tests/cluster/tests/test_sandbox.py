@@ -10,6 +10,8 @@ before, with this machine's filesystem writable.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any, cast
 import pytest
 
 from tests.cluster.fixtures import TestCluster, start_cluster, wait_for
+from tests.cluster.kubelet import _NAMESPACES, SANDBOX
 from tests.cluster.tools import REPO_ROOT
 
 pytestmark = pytest.mark.integration  # drives the test cluster in a subprocess
@@ -339,3 +342,42 @@ def test_without_user_namespaces_such_pods_fail_loudly(
         wait_phase(cluster, "default", "plain", "Succeeded")
     finally:
         cluster.stop()
+
+
+def test_a_volume_over_a_parent_of_the_image_keeps_the_image_visible(tmp_path: Path) -> None:
+    """The kubelet's working directory and Python stand in for the image: a volume mounted over
+    one of their parents (``/tmp`` over a checkout under ``/tmp``) binds them back, read-only
+    under a read-only root, while the rest of the volume is the volume's."""
+    checkout = tmp_path / "mounted" / "checkout"
+    checkout.mkdir(parents=True)
+    (checkout / "marker").write_text("image content\n")
+    (tmp_path / "mounted" / "hidden").write_text("hidden by the volume\n")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    spec = {
+        "mounts": [{"source": str(volume), "target": str(tmp_path / "mounted")}],
+        "readOnlyRoot": True,
+        "workingDir": str(checkout),
+        "image": [str(checkout)],
+    }
+    script = (
+        "cat marker; test ! -e ../hidden && echo hidden-gone; "
+        "touch ../scratch && echo volume-writable; "
+        "touch new 2>/dev/null || echo image-read-only"
+    )
+    sandbox = [sys.executable, "-I", "-S", str(SANDBOX), json.dumps(spec), "--"]
+    result = subprocess.run(
+        ["unshare", *_NAMESPACES, *sandbox, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:4] == [
+        "image content",
+        "hidden-gone",
+        "volume-writable",
+        "image-read-only",
+    ]
+    assert (volume / "scratch").exists() and not (checkout / "new").exists()
