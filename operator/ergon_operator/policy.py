@@ -201,18 +201,23 @@ def _env(policy: WorkerPolicy, env: Sequence[Mapping[str, Any]], tpl: str) -> li
                 f"(allowed only when listed in workerPolicy.envNames: {_show(policy.env_names)})"
             )
         source = var.get("valueFrom") or {}
-        for ref, kind, allowed, key in (
-            ("secretKeyRef", "Secret", policy.secrets, "secrets"),
-            ("configMapKeyRef", "ConfigMap", policy.config_maps, "configMaps"),
-        ):
-            if ref in source:
-                ref_name = str((source[ref] or {}).get("name", ""))
-                if not _matches(ref_name, allowed):
-                    found.append(
-                        f"{field}.valueFrom.{ref}.name: {kind} {ref_name!r} is not allowed "
-                        f"(workerPolicy.{key}: {_show(allowed)})"
-                    )
+        if "secretKeyRef" in source:
+            name = str((source["secretKeyRef"] or {}).get("name", ""))
+            found += _source(f"{field}.valueFrom.secretKeyRef.name", "Secret", name, policy)
+        if "configMapKeyRef" in source:
+            name = str((source["configMapKeyRef"] or {}).get("name", ""))
+            found += _source(f"{field}.valueFrom.configMapKeyRef.name", "ConfigMap", name, policy)
     return found
+
+
+def _source(field: str, kind: str, name: str, policy: WorkerPolicy) -> list[str]:
+    """A Secret or ConfigMap the pod would read (env or volume): allowed, or one problem."""
+    allowed, setting = (
+        (policy.secrets, "secrets") if kind == "Secret" else (policy.config_maps, "configMaps")
+    )
+    if _matches(name, allowed):
+        return []
+    return [f"{field}: {kind} {name!r} is not allowed (workerPolicy.{setting}: {_show(allowed)})"]
 
 
 def _volumes(policy: WorkerPolicy, template: Mapping[str, Any], tpl: str) -> list[str]:
@@ -234,18 +239,10 @@ def _volumes(policy: WorkerPolicy, template: Mapping[str, Any], tpl: str) -> lis
         source = volume[kinds[0]] or {}
         if kinds[0] == "secret":
             secret = str(source.get("secretName", ""))
-            if not _matches(secret, policy.secrets):
-                found.append(
-                    f"{field}.secret.secretName: Secret {secret!r} is not allowed "
-                    f"(workerPolicy.secrets: {_show(policy.secrets)})"
-                )
+            found += _source(f"{field}.secret.secretName", "Secret", secret, policy)
         elif kinds[0] == "configMap":
             config = str(source.get("name", ""))
-            if not _matches(config, policy.config_maps):
-                found.append(
-                    f"{field}.configMap.name: ConfigMap {config!r} is not allowed "
-                    f"(workerPolicy.configMaps: {_show(policy.config_maps)})"
-                )
+            found += _source(f"{field}.configMap.name", "ConfigMap", config, policy)
     for index, mount in enumerate(template.get("volumeMounts") or []):
         field = f"{tpl}.volumeMounts[{index}]"
         if mount.get("name") not in names:

@@ -14,6 +14,7 @@ import pytest
 from tests.chart.schemas import restricted_violations
 from tests.cluster.fixtures import wait_for
 from tests.e2e.environment import Environment
+from tests.e2e.test_flowruns import flowrun
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +82,6 @@ VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
         "spec.podTemplate.volumes[0].secret.secretName",
     ),
 }
-
-
-def flowrun(name: str, flow: str, input: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ergon.dev/v1alpha1",
-        "kind": "FlowRun",
-        "metadata": {"name": name},
-        "spec": {"flow": flow, "input": input, **spec},
-    }
 
 
 def test_each_rule_refuses_its_flowrun_before_any_pod(k8s: Environment, name: str) -> None:

@@ -10,7 +10,6 @@ import ergon
 from ergon import QueueDepth
 from ergon_operator.decisions import Observed, decide
 from ergon_operator.pods import worker_pod
-from ergon_operator.policy import WorkerPolicy
 from ergon_operator.pools import (
     POOL_VERSION_LABEL,
     SPEC_HASH_ANNOTATION,
@@ -30,26 +29,10 @@ from ergon_operator.resources import POOL_LABEL, FlowRun
 from ergon_operator.settings import Settings
 from ergon_operator.status import StepSummary
 from tests.chart.schemas import restricted_violations, validate_builtin
-from tests.operator.test_decisions import NOW, UID, flowrun, record
+from tests.operator.test_decisions import NOW, SETTINGS, UID, flowrun, record
 
 D14 = deployment_name("orders", "1.4.0")
 D15 = deployment_name("orders", "1.5.0")
-# An open worker policy: these tests are about other decisions (tests/operator/test_policy.py
-# covers the policy).
-OPEN_POLICY = WorkerPolicy(
-    images=("*",),
-    service_accounts=("*",),
-    secrets=("*",),
-    config_maps=("*",),
-    label_keys=("*",),
-    annotation_keys=("*",),
-)
-SETTINGS = Settings(
-    store="postgresql://x/y",
-    store_secret="ergon-postgres",
-    worker_image="ergon:dev-worker",
-    policy=OPEN_POLICY,
-)
 
 
 def pool(status: dict[str, Any] | None = None, **spec: Any) -> WorkerPool:
