@@ -42,6 +42,11 @@ environment:
   ERGON_LEADER_ELECTION         true: act only while holding a Lease (default false; the chart
                                 sets true)
   ERGON_LEASE_NAME              the Lease's name (default ergon-operator)
+  ERGON_TENANCY                 shared (default: one store for every namespace) or namespace (a
+                                Postgres schema and role per namespace)
+  ERGON_TENANT_SECRETS          provision (default: the operator creates each namespace's role,
+                                schema and DSN Secret; its DSN needs CREATEROLE) or provided
+  ERGON_TENANT_PREFIX           how tenant schemas and roles are named (default ergon_ns_)
   POD_NAMESPACE, POD_NAME       the Lease's namespace and this replica's identity in it
 """
 
@@ -56,7 +61,24 @@ def main(argv: list[str] | None = None) -> None:
         epilog=ENVIRONMENT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sql = commands.add_parser(
+        "tenant-sql",
+        help="print the SQL that sets up namespaces for ERGON_TENANT_SECRETS=provided",
+        description="Print the SQL an administrator runs (psql --set password=... --set "
+        "operator=<the operator's role>) to create a namespace's role and schema, one "
+        "namespace per run (each role has its own password).",
+    )
+    sql.add_argument("--namespace", required=True, help="the namespace")
+    sql.add_argument(
+        "--prefix",
+        default=os.environ.get("ERGON_TENANT_PREFIX", "").strip() or "ergon_ns_",
+        help="ERGON_TENANT_PREFIX (default: from the environment, else ergon_ns_)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "tenant-sql":
+        _print_tenant_sql(namespace=args.namespace, prefix=args.prefix)
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -111,7 +133,8 @@ async def _run(*, settings: Settings, election: Any) -> None:
             identity=election.identity,
         )
     leadership.register(elector)
-    store_check = StoreCheck(dsn=settings.store)
+    # With a store per namespace the operator's DSN names a database, not a store of its own.
+    store_check = StoreCheck(dsn=settings.store, database_only=settings.per_namespace)
     health = HealthServer(
         port=settings.health_port, store_check=store_check, leading=leadership.is_leader
     )
@@ -177,6 +200,21 @@ def _lost_lease() -> None:
     """Stop acting at once: no cleanup that could still write to the cluster or the store."""
     logging.shutdown()
     os._exit(LOST_LEASE_EXIT)
+
+
+def _print_tenant_sql(*, namespace: str, prefix: str) -> None:
+    """`ergon-operator tenant-sql`: needs neither a cluster nor a database."""
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+        _exit(f"{namespace!r} is not a namespace name")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,29}", prefix):
+        _exit(f"--prefix {prefix!r}: lowercase letters, digits and _, at most 30")
+    try:
+        from ergon_operator.tenancy import tenant_sql
+    except ImportError as exc:
+        _exit(f"needs the operator extra: {EXTRA_HINT} ({exc})")
+    print(tenant_sql(namespace=namespace, prefix=prefix), end="")
 
 
 def _exit(message: str) -> NoReturn:

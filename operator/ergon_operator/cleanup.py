@@ -22,7 +22,9 @@ deleted (by its TTL, or by hand) and the retention has passed.
 
 An operator confined to namespaces (`ERGON_WATCH_NAMESPACES`) sweeps only their origins (and
 lists FlowRuns in each of them), so operators of other namespaces may share the store. Only the
-leader sweeps.
+leader sweeps. With a store per namespace (`ERGON_TENANCY=namespace`) each sweep looks at every
+tenant store that exists (`StoreRouter.sweep_targets`: the watched namespaces' or, watching all,
+every tenant schema), one FlowRun listing serving them all; nothing is provisioned for a sweep.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ergon
 from ergon_operator.kube import Kube, count_request
 from ergon_operator.resources import GROUP, VERSION
 from ergon_operator.settings import SettingsError
+
+if TYPE_CHECKING:
+    from ergon_operator.stores import StoreRouter, SweepTarget
 
 log = logging.getLogger("ergon.operator.cleanup")
 
@@ -183,26 +188,37 @@ class Sweeper:
     """Cancels the flows of deleted FlowRuns and prunes their records after the retention.
 
     `known_uids` answers which FlowRuns exist (a fresh API listing, or the FlowRun cache once
-    its initial listing is complete). `run()` sweeps at once and then every `interval` seconds
+    its initial listing is complete). The flows looked at: those of `store` (with the origins of
+    `namespace`, or of `namespaces`, or all), or, with `targets`, of each store it returns at
+    each sweep with its namespaces. `run()` sweeps at once and then every `interval` seconds
     until cancelled; `sweep()` is one pass (tests, or a caller with its own schedule).
     """
 
     def __init__(
         self,
         *,
-        store: ergon.Store,
+        store: ergon.Store | None = None,
         known_uids: KnownUids,
         namespace: str | None = None,
         namespaces: Sequence[str] = (),
+        targets: Callable[[], Awaitable[list[SweepTarget]]] | None = None,
         settings: SweepSettings | None = None,
         page: int = PAGE,
         now: Callable[[], datetime] | None = None,
     ) -> None:
-        self.store = store
-        self.client = ergon.Client(store)
+        if targets is None:
+            if store is None:
+                raise TypeError("Sweeper needs a store or targets")
+            # The origins swept: one namespace's, several namespaces' (`namespaces`), or all.
+            scopes: tuple[str | None, ...] = tuple(namespaces) or (namespace,)
+            fixed: list[SweepTarget] = [(store, scopes)]
+
+            async def only_store() -> list[SweepTarget]:
+                return fixed
+
+            targets = only_store
+        self.targets = targets
         self.known_uids = known_uids
-        # The origins swept: one namespace's, several namespaces' (`namespaces`), or all.
-        self.prefixes = tuple(origin_prefix(n) for n in namespaces) or (origin_prefix(namespace),)
         self.settings = settings or SweepSettings()
         self.page = page
         self._now = now or (lambda: datetime.now(UTC))
@@ -212,50 +228,62 @@ class Sweeper:
     def for_operator(
         cls,
         *,
-        store: ergon.Store,
+        stores: StoreRouter,
         kube: Kube,
         namespaces: Sequence[str],
         env: Mapping[str, str],
     ) -> Sweeper:
-        """The operator's sweeper for the FlowRuns of `namespaces` (empty: all): FlowRuns
-        listed through the API at each sweep, settings from `env` (`SettingsError` when
-        malformed)."""
+        """The operator's sweeper for the FlowRuns of `namespaces` (empty: all), in the stores
+        `stores` routes them to: FlowRuns listed through the API at each sweep, settings from
+        `env` (`SettingsError` when malformed)."""
+
+        async def targets() -> list[SweepTarget]:
+            return await stores.sweep_targets(namespaces)
+
         return cls(
-            store=store,
             known_uids=api_known_uids(kube, None, namespaces=namespaces),
-            namespaces=namespaces,
+            targets=targets,
             settings=SweepSettings.from_env(env),
         )
 
     async def sweep(self) -> SweepResult:
         result = SweepResult()
-        unfinished = await self._unfinished()
+        targets = [
+            (ergon.Client(store), tuple(origin_prefix(n) for n in scopes))
+            for store, scopes in await self.targets()
+        ]
+        unfinished = [
+            (client, flow)
+            for client, prefixes in targets
+            for flow in await self._unfinished(client, prefixes)
+        ]
         known = await self.known_uids()
         if known is None:
             result.skipped = True
             return result
         known = set(known)
-        for flow in unfinished:
+        for client, flow in unfinished:
             uid = uid_of(flow.origin)
             if uid is None or uid in known:
                 continue
             try:
-                await self.client.cancel(flow.id, force=True, owner=OWNER)
+                await client.cancel(flow.id, force=True, owner=OWNER)
             except ergon.FlowNotFoundError:
                 continue  # pruned meanwhile
             result.cancelled.append(flow.id)
             log.info("flow %s of deleted FlowRun %s cancelled by the sweep", flow.id, flow.origin)
         if self.settings.retention is not None:
-            result.pruned = await self._prune(self.settings.retention)
+            for client, prefixes in targets:
+                result.pruned += await self._prune(client, prefixes, self.settings.retention)
         return result
 
-    async def _unfinished(self) -> list[ergon.FlowStatus]:
+    async def _unfinished(
+        self, client: ergon.Client, prefixes: tuple[str, ...]
+    ) -> list[ergon.FlowStatus]:
         flows: list[ergon.FlowStatus] = []
-        for prefix in self.prefixes:
+        for prefix in prefixes:
             for state in UNFINISHED:
-                page = await self.client.list_flows(
-                    state=state, origin_prefix=prefix, limit=self.page
-                )
+                page = await client.list_flows(state=state, origin_prefix=prefix, limit=self.page)
                 if len(page) >= self.page:
                     log.warning(
                         "more than %d %s flows of FlowRuns (%s): this sweep looks at the newest "
@@ -268,11 +296,13 @@ class Sweeper:
                 flows += page
         return flows
 
-    async def _prune(self, retention: timedelta) -> list[str]:
+    async def _prune(
+        self, client: ergon.Client, prefixes: tuple[str, ...], retention: timedelta
+    ) -> list[str]:
         cutoff = self._now() - retention
         candidates: dict[str, list[str]] = {}
-        for prefix in self.prefixes:
-            found = await self.store.prune_flows(
+        for prefix in prefixes:
+            found = await client.store.prune_flows(
                 finished_before=cutoff, origin_prefix=prefix, dry_run=True, limit=self.page
             )
             if found:
@@ -291,9 +321,7 @@ class Sweeper:
                 continue
             # `ids` narrows the prune to the orphans; the store re-checks that each ended
             # before the cutoff, so a record that changed meanwhile stays.
-            pruned += await self.client.prune(
-                finished_before=cutoff, origin_prefix=prefix, ids=doomed
-            )
+            pruned += await client.prune(finished_before=cutoff, origin_prefix=prefix, ids=doomed)
         if pruned:
             log.info("pruned the records of %d flows of deleted FlowRuns", len(pruned))
         return pruned

@@ -22,6 +22,7 @@ from ergon_operator import policy
 from ergon_operator.pools import parse_routing
 from ergon_operator.resources import (
     START_PROBLEMS,
+    TERMINAL_PHASES,
     FlowRun,
     FlowRunStatus,
     Pod,
@@ -54,6 +55,9 @@ FLOW_FAILED = "FlowFailed"
 POD_REJECTED = "PodRejected"
 INVALID_SIGNAL = "InvalidSignal"
 POOL_NOT_FOUND = "WorkerPoolNotFound"
+# The namespace's store (ERGON_TENANCY=namespace) cannot be set up yet: the run waits.
+PROVISIONING_STORE = "ProvisioningStore"
+STORE_PROVISIONING_FAILED = "StoreProvisioningFailed"
 POD_START_REASONS = frozenset({*START_PROBLEMS, "Unschedulable", POD_REJECTED})
 # Failures the operator records itself, shown with their own reason: the pod never started, or
 # was never created because the FlowRun breaks the worker policy.
@@ -113,6 +117,9 @@ class Observed:
     # or it waits for workers that do not exist.
     pool_missing: bool = False
     pool_image: str | None = None  # the image of the pool version the run is scheduled on
+    # Why the namespace's store cannot be set up (tenant provisioning failed), or None. The
+    # flow is then unknown (`flow` None) and the run waits.
+    store_problem: str | None = None
 
 
 def decide(seen: Observed, settings: Settings) -> Plan:
@@ -124,6 +131,12 @@ def decide(seen: Observed, settings: Settings) -> Plan:
     plan = Plan(status=status)
     _report_invalid_signals(plan, run)
 
+    if seen.store_problem is not None:
+        message = f"waiting for the namespace's store: {seen.store_problem}"
+        if {c.type: c.reason for c in run.status.conditions}.get("Ready") != PROVISIONING_STORE:
+            plan.event("Warning", STORE_PROVISIONING_FAILED, f"{message}; retrying with backoff")
+        return _report(plan, run, "Pending", PROVISIONING_STORE, message, now)
+
     if (
         run.worker_pool is not None
         and seen.pool_missing
@@ -134,6 +147,12 @@ def decide(seen: Observed, settings: Settings) -> Plan:
         if {c.type: c.reason for c in run.status.conditions}.get("Ready") != POOL_NOT_FOUND:
             plan.event("Warning", POOL_NOT_FOUND, f"{message}; the run starts once it exists")
         return _report(plan, run, "Pending", POOL_NOT_FOUND, message, now)
+    if flow is None and run.phase in TERMINAL_PHASES:
+        # It ended, and its record is not in the store it reads now (the namespace's own since
+        # ERGON_TENANCY changed to namespace, or deleted by hand): the status stays the report
+        # of how it ended; only pod cleanup and the TTL still apply.
+        plan.status = run.status.model_copy(deep=True)
+        return _cleanup(plan, run, pods, settings, now)
     if flow is None and run.cancel:  # cancelled before its flow was ever recorded
         status.completed_at = status.completed_at or format_time(now)
         return _report(plan, run, "Cancelled", "Cancelled", "cancelled by spec.cancel", now)

@@ -10,19 +10,28 @@ since kopf would receive every pod in the cluster and filter them afterwards.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import Any
 
 import kopf
 
-import ergon
 from ergon_operator.kube import Kube, load_config
 from ergon_operator.reconciler import Reconciler
 from ergon_operator.resources import GROUP, VERSION
 from ergon_operator.settings import Settings
+from ergon_operator.stores import StoreRouter, router_for
 
 log = logging.getLogger("ergon.operator")
 
 KOPF_IDLE_TIMEOUT = 0.2
+SHUTDOWN_DEADLINE = 20.0  # seconds from kopf's cleanup to a forced exit
+
+
+def _exit_after_deadline() -> None:
+    log.error("shutdown did not finish within %g s; exiting now", SHUTDOWN_DEADLINE)
+    logging.shutdown()
+    os._exit(0)
 
 
 @kopf.on.startup()
@@ -46,23 +55,36 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings.scanning.disabled = True
     load_config()
     # Opening a store connects lazily: an unreachable store only delays reconciles (logged
-    # once), it does not stop the operator from starting, watching and answering probes.
-    store = ergon.open_store(config.store)
-    reconciler = Reconciler(config, store, Kube(), workers=config.workers)
-    memo["store"] = store
+    # once), it does not stop the operator from starting, watching and answering probes. With
+    # a store per namespace, each opens when its namespace is first seen.
+    kube = Kube()
+    stores = router_for(config, kube)
+    reconciler = Reconciler(config, stores, kube, workers=config.workers)
+    memo["stores"] = stores
     memo["reconciler"] = reconciler
     await reconciler.start()
-    log.info("ergon operator started (namespaces: %s)", ", ".join(config.watch_namespaces) or "all")
+    log.info(
+        "ergon operator started (namespaces: %s; store: %s)",
+        ", ".join(config.watch_namespaces) or "all",
+        f"a schema per namespace ({config.tenant_secrets})" if config.per_namespace else "shared",
+    )
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    # A stop that hangs (a watch stream that never closes, a task that ignores cancellation)
+    # must not keep a replica that no longer acts alive: the Pod would sit in Terminating until
+    # its grace period, and a test waiting for the exit would time out. Exit regardless after
+    # the deadline.
+    watchdog = threading.Timer(SHUTDOWN_DEADLINE, _exit_after_deadline)
+    watchdog.daemon = True
+    watchdog.start()
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.stop()
-    store: ergon.Store | None = memo.get("store")
-    if store is not None:
-        await store.close()
+    stores: StoreRouter | None = memo.get("stores")
+    if stores is not None:
+        await stores.close()
 
 
 @kopf.on.event(GROUP, VERSION, "flowruns")

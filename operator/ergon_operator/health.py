@@ -6,7 +6,9 @@ FlowRun. So `/healthz` is answered by a handler running on the operator's own ev
 it answers at all (within the kubelet's probe timeout) proves the loop is alive — and touches
 nothing else.
 
-Readiness reports the store: `/readyz` runs one cheap store read, bounded by a short timeout,
+Readiness reports the store: `/readyz` runs one cheap store read (with a store per namespace,
+`ERGON_TENANCY=namespace`: one round trip to the database, which holds no flows of its own),
+bounded by a short timeout,
 shares it between concurrent probes and caches the result for a few seconds. A standby (waiting
 for the leader Lease) is ready when the store is: being a standby is not a reason to be unready,
 and a rolling update (maxUnavailable 0) needs the new standby ready to proceed. Nothing routes
@@ -24,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 import ergon
+from ergon_operator.tenancy import TenantDatabase
 
 log = logging.getLogger("ergon.operator.health")
 
@@ -48,11 +51,14 @@ class StoreCheck:
         self,
         *,
         dsn: str,
+        database_only: bool = False,
         timeout: float = STORE_TIMEOUT,
         cache_seconds: float = CACHE_SECONDS,
         give_up_seconds: float = GIVE_UP_SECONDS,
     ) -> None:
         self.dsn = dsn
+        self.database_only = database_only
+        self._database: TenantDatabase | None = None
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.give_up_seconds = give_up_seconds
@@ -89,10 +95,15 @@ class StoreCheck:
         return task.result()
 
     async def _check(self) -> tuple[bool, str]:
-        if self._store is None:
-            self._store = ergon.open_store(self.dsn)
         try:
-            await self._store.get_flow("ergon-operator-readiness")
+            if self.database_only:
+                if self._database is None:
+                    self._database = TenantDatabase(self.dsn)
+                await self._database.check()
+            else:
+                if self._store is None:
+                    self._store = ergon.open_store(self.dsn)
+                await self._store.get_flow("ergon-operator-readiness")
         except Exception as exc:
             await self._discard()
             return False, ergon.redact(str(exc)) or type(exc).__name__
@@ -103,6 +114,10 @@ class StoreCheck:
         if store is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(store.close(), 1.0)
+        database, self._database = self._database, None
+        if database is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(database.close(), 1.0)
 
     async def close(self) -> None:
         task, self._task = self._task, None

@@ -183,6 +183,29 @@ class Kube:
                 return None
             raise
 
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Read a Secret (a tenant's DSN Secret, the only one the operator reads); None if it
+        does not exist."""
+        count_request("get", "secrets")
+        try:
+            return await self._call(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_secret(
+        self, namespace: str, manifest: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Create a Secret (a tenant's DSN Secret); None if one of that name exists already."""
+        count_request("create", "secrets")
+        try:
+            return await self._call(self.core.create_namespaced_secret, namespace, manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
     async def delete_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Delete a pod; returns it as the API left it (terminating), None if it was gone."""
         count_request("delete", "pods")

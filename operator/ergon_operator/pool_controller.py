@@ -32,6 +32,7 @@ from ergon_operator.pools import (
 )
 from ergon_operator.resources import POOL_LABEL, utcnow
 from ergon_operator.settings import Settings
+from ergon_operator.stores import SharedStores, StoreRouter
 from ergon_operator.timers import TimerHeap
 from ergon_operator.watching import deployment_watch
 from ergon_operator.workqueue import Backoff, Priority, WorkQueue
@@ -69,7 +70,7 @@ class PoolController:
     def __init__(
         self,
         settings: Settings,
-        client: ergon.Client,
+        stores: StoreRouter | ergon.Client,
         kube: Kube,
         *,
         on_store_error: Callable[[BaseException], None],
@@ -78,7 +79,8 @@ class PoolController:
         workers: int = 2,
     ) -> None:
         self.settings = settings
-        self.client = client
+        # The store of each pool's namespace (a Client: one store for all namespaces).
+        self.stores = stores if isinstance(stores, StoreRouter) else SharedStores(stores.store)
         self.kube = kube
         self.pools: dict[Key, Body] = {}
         self.deployments: dict[Key, Body] = {}
@@ -215,11 +217,13 @@ class PoolController:
             return
         self.queue.add(key, Priority.URGENT)
 
-    def poke_all(self) -> None:
+    def poke_all(self, *, namespace: str | None = None) -> None:
         """A flow the operator cannot place changed (a child flow, one a client scheduled):
-        every pool looks at its queue again."""
+        every pool (of `namespace`, when the change came from its own store) looks at its queue
+        again."""
         for key in list(self.pools):
-            self.poke(key)
+            if namespace is None or key[0] == namespace:
+                self.poke(key)
 
     # --- one reconcile -------------------------------------------------------------------------
 
@@ -255,8 +259,11 @@ class PoolController:
         deployments = self._deployments_of(pool)
         run_versions = self._run_versions(key)
         depth = {}
-        for version in versions_to_watch(pool, deployments, run_versions):
-            depth[version] = await self.client.queue_depth(version=pool.routing(version))
+        versions = versions_to_watch(pool, deployments, run_versions)
+        client = await self.stores.client_for(pool.namespace) if versions else None
+        for version in versions:
+            assert client is not None
+            depth[version] = await client.queue_depth(version=pool.routing(version))
         self._on_store_ok()
         seen = PoolObserved(
             pool=pool, deployments=deployments, depth=depth, now=utcnow(), run_versions=run_versions

@@ -46,6 +46,8 @@ from ergon_operator.resources import TERMINAL_PHASES, FlowRun, Pod, Signal, utcn
 from ergon_operator.settings import Settings
 from ergon_operator.signals import decide_signal, spec_deliveries
 from ergon_operator.status import StepSummary
+from ergon_operator.stores import SharedStores, StoreRouter, Subscribable
+from ergon_operator.tenancy import TenantError
 from ergon_operator.timers import TimerHeap
 from ergon_operator.watching import pod_watch
 from ergon_operator.workqueue import Backoff, Priority, WorkQueue
@@ -81,14 +83,15 @@ class Reconciler:
     def __init__(
         self,
         settings: Settings,
-        store: ergon.Store,
+        stores: StoreRouter | ergon.Store,
         kube: Kube,
         *,
         workers: int = 8,
     ) -> None:
+        """`stores`: the router of namespaces to stores (`stores.router_for`), or one store
+        for every namespace."""
         self.settings = settings
-        self.store = store
-        self.client = ergon.Client(store)
+        self.stores = stores if isinstance(stores, StoreRouter) else SharedStores(stores)
         self.kube = kube
         self.cache = Cache()
         self.queue: WorkQueue[Key] = WorkQueue(self._reconcile_key, workers=workers)
@@ -101,7 +104,7 @@ class Reconciler:
         self.health = StoreHealth()
         self.pools = PoolController(
             settings,
-            self.client,
+            self.stores,
             kube,
             on_store_error=self.health.failed,
             on_store_ok=self.health.ok,
@@ -126,10 +129,11 @@ class Reconciler:
         self._pending_pool: dict[Key, None] = {}
         self._own_write = False  # the cache is taking the API's answer to our own write
         self._tasks: list[asyncio.Task[None]] = []
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.stores.on_listen(self._listening)
         # Cancels the flows of FlowRuns deleted while nobody listened (issue 14 item 8).
         self.sweeper = Sweeper.for_operator(
-            store=store, kube=kube, namespaces=settings.watch_namespaces, env=os.environ
+            stores=self.stores, kube=kube, namespaces=settings.watch_namespaces, env=os.environ
         )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -155,22 +159,35 @@ class Reconciler:
         self.queue.start()
 
     async def _subscribe(self) -> None:
-        """Hear the store's notifications (flow ids), retrying until the store answers."""
+        """Hear the shared store's notifications (flow ids), retrying until the store answers.
+        (Tenant stores listen before their first use: `_listening`.)"""
+        store = self.stores.shared
+        if store is None:
+            return
         delay = BACKOFF_FIRST
         while True:
             try:
-                notifier = await self.store.notifier()
+                notifier = await store.notifier()
             except Exception as exc:  # an outage: logged once, retried
                 self.health.failed(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            self._unsubscribe = notifier.subscribe(self._flow_changed)
+            self._unsubscribe.append(notifier.subscribe(self._flow_changed))
             return
 
+    def _listening(self, namespace: str, notifier: Subscribable) -> None:
+        """A namespace's tenant store listens: its notifications concern that namespace only."""
+
+        def changed(flow_id: str | None) -> None:
+            self._flow_changed(flow_id, namespace=namespace)
+
+        self._unsubscribe.append(notifier.subscribe(changed))
+
     async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
         self.pod_watch.stop()
         await self.pools.stop()
         for task in self._tasks:
@@ -262,18 +279,25 @@ class Reconciler:
                 return key
         return None
 
-    def _flow_changed(self, flow_id: str | None) -> None:
+    def _flow_changed(self, flow_id: str | None, *, namespace: str | None = None) -> None:
         """A store notification: the flow `flow_id` changed (created, ended, signalled), or,
-        with None, notifications may have been lost: re-examine every unfinished run."""
+        with None, notifications may have been lost: re-examine every unfinished run. From a
+        tenant store (`namespace` given), only that namespace's runs and pools concern it: the
+        tenant's own role can notify its channel with any flow id."""
         if flow_id is None:
             for key, body in list(self.cache.flowruns.items()):
+                if namespace is not None and key[0] != namespace:
+                    continue
                 if ((body.get("status") or {}).get("phase")) not in TERMINAL_PHASES:
                     self.queue.add(key, Priority.BACKGROUND)
-            self.pools.poke_all()
+            self.pools.poke_all(namespace=namespace)
             return
         found = self.cache.key_for_uid(flow_id)
+        if found is not None and namespace is not None and found[0] != namespace:
+            return
         if found is None:
-            self.pools.poke_all()  # a child flow, or one a client scheduled: maybe a pool's
+            # a child flow, or one a client scheduled: maybe a pool's
+            self.pools.poke_all(namespace=namespace)
             return
         self.poke(found)
         run = self.cache.flowrun(found) or {}
@@ -333,7 +357,8 @@ class Reconciler:
                 exc,
                 failures,
                 delay,
-                exc_info=failures == 1 and not isinstance(exc, PartialFailure | ApiException),
+                exc_info=failures == 1
+                and not isinstance(exc, PartialFailure | ApiException | TenantError),
             )
         else:
             self._backoff.succeeded(key)
@@ -355,16 +380,23 @@ class Reconciler:
         pods = self._pods(run)
         if startup and self._settled(run, pods):
             return  # finished, reported, nothing running: costs nothing at startup
+        try:
+            # The namespace's store, set up first if it is new (ERGON_TENANCY=namespace).
+            store = await self.stores.store_for(run.namespace)
+        except TenantError as exc:
+            await self._store_problem(run, body, pods, str(exc))
+            raise
+        client = await self.stores.client_for(run.namespace)
         errors: list[BaseException] = []
         # Pods (from the cache) before the flow record: a pod writes its outcome before it
         # exits, so a record read after the pods is never older than what the pods show.
-        flow = await self.store.get_flow(run.uid)
+        flow = await store.get_flow(run.uid)
         changed = False
         pool = self.pools.pool(run.namespace, run.worker_pool) if run.worker_pool else None
         pool_missing = run.worker_pool is not None and (pool is None or pool.deleting)
         if flow is None and run.phase not in TERMINAL_PHASES and not pool_missing:
             try:
-                await self.client.schedule_by_name(
+                await client.schedule_by_name(
                     run.flow,
                     run.input,
                     flow_id=run.uid,
@@ -376,12 +408,12 @@ class Reconciler:
                     raise
                 errors.append(exc)  # refused (a value the store cannot hold): still report
             changed = True
-        delivered = await self._deliver_spec_signals(run, errors)
-        signals, sent = await self._signals(key, run, errors)
+        delivered = await self._deliver_spec_signals(client, run, errors)
+        signals, sent = await self._signals(key, run, errors, client=client)
         if changed or delivered or sent:  # the flow may have moved: read it again
             pods = self._pods(run)
-            flow = await self.store.get_flow(run.uid)
-        steps = await self.store.load_steps(run.uid)
+            flow = await store.get_flow(run.uid)
+        steps = await store.load_steps(run.uid)
         self.health.ok()
         rank = Rank.of(priority=run.priority, created=run.created_at, key=key)
         slot_free = self.slots.may_start(uid=run.uid, namespace=run.namespace, rank=rank)
@@ -409,9 +441,29 @@ class Reconciler:
         else:
             self.slots.forget(run.uid)
         plan.status.delivered_signals = sorted({*plan.status.delivered_signals, *delivered})
-        await self._apply(run, body, plan, errors)
+        await self._apply(run, body, plan, errors, client=client)
         if errors:
             raise errors[0] if len(errors) == 1 else PartialFailure(errors)
+
+    async def _store_problem(self, run: FlowRun, body: Body, pods: list[Pod], problem: str) -> None:
+        """The namespace's store cannot be set up: a run not started yet waits, Pending with
+        reason `ProvisioningStore` (and one Warning Event `StoreProvisioningFailed`), and is
+        tried again with backoff. A run further along keeps its status (the failure is logged)."""
+        if run.phase not in (None, "", "Pending"):
+            return
+        seen = Observed(
+            run=run,
+            flow=None,
+            steps=StepSummary.of([]),
+            pods=pods,
+            now=utcnow(),
+            store_problem=problem,
+        )
+        plan = decide(seen, self.settings)
+        errors: list[BaseException] = []
+        await self._apply(run, body, plan, errors, client=None)
+        if errors:
+            log.warning("reporting the store problem of %s/%s failed: %s", *run.key, errors[0])
 
     def _track_pool_run(self, run: FlowRun, flow: ergon.FlowStatus | None) -> None:
         """Runs on a pool whose flow is pending or running are re-read once a second (a claim
@@ -451,13 +503,15 @@ class Reconciler:
             and all(Signal.parse(s).phase != "Pending" for s in self.cache.signals_of(run.key))
         )
 
-    async def _deliver_spec_signals(self, run: FlowRun, errors: list[BaseException]) -> list[str]:
+    async def _deliver_spec_signals(
+        self, client: ergon.Client, run: FlowRun, errors: list[BaseException]
+    ) -> list[str]:
         if run.phase in TERMINAL_PHASES:
             return []
         names = []
         for delivery in spec_deliveries(run):
             try:
-                await self.client.signal(
+                await client.signal(
                     run.uid, delivery.name, delivery.payload, signal_id=delivery.signal_id
                 )
             except Exception as exc:  # reported after the rest is applied
@@ -467,10 +521,16 @@ class Reconciler:
         return names
 
     async def _signals(
-        self, key: Key, run: FlowRun | None, errors: list[BaseException]
+        self,
+        key: Key,
+        run: FlowRun | None,
+        errors: list[BaseException],
+        *,
+        client: ergon.Client | None,
     ) -> tuple[list[Signal], bool]:
         """Deliver, park or reject this run's Signal resources (from the cache); returns them
-        as they stand afterwards, and whether any was delivered to the flow."""
+        as they stand afterwards, and whether any was delivered to the flow (`client`: the
+        run's store; None when there is no run to deliver to)."""
         result = []
         sent = False
         for body in self.cache.signals_of(key):
@@ -479,7 +539,8 @@ class Reconciler:
             if decision is not None:
                 try:
                     if decision.deliver_to is not None:
-                        await self.client.signal(
+                        assert client is not None  # a decision to deliver has a run
+                        await client.signal(
                             decision.deliver_to, signal.signal, signal.payload, signal_id=signal.uid
                         )
                         sent = True
@@ -499,12 +560,20 @@ class Reconciler:
         return result, sent
 
     async def _apply(
-        self, run: FlowRun, body: Body, plan: Plan, errors: list[BaseException]
+        self,
+        run: FlowRun,
+        body: Body,
+        plan: Plan,
+        errors: list[BaseException],
+        *,
+        client: ergon.Client | None,
     ) -> None:
-        if plan.fail_flow is not None:
-            await self._end_flow(run, error=plan.fail_flow)
-        if plan.cancel_flow:
-            await self._end_flow(run)
+        if plan.fail_flow is not None or plan.cancel_flow:
+            assert client is not None  # ending a flow needs its store
+            if plan.fail_flow is not None:
+                await self._end_flow_id(client, run.uid, error=plan.fail_flow)
+            if plan.cancel_flow:
+                await self._end_flow_id(client, run.uid)
         for name in plan.delete_pods:
             try:
                 gone = await self.kube.delete_pod(run.namespace, name)
@@ -587,17 +656,16 @@ class Reconciler:
                 "could not post event %s for %s: %s", event.reason, body["metadata"]["name"], exc
             )
 
-    async def _end_flow(self, run: FlowRun, *, error: ergon.ErrorInfo | None = None) -> None:
+    async def _end_flow_id(
+        self, client: ergon.Client, uid: str, *, error: ergon.ErrorInfo | None = None
+    ) -> None:
         """End the flow record from the operator's side, failed with `error` or cancelled,
         fencing out any executor still alive."""
-        await self._end_flow_id(run.uid, error=error)
-
-    async def _end_flow_id(self, uid: str, *, error: ergon.ErrorInfo | None = None) -> None:
         try:
             if error is not None:
-                await self.client.fail_flow(uid, error=error, owner=OWNER)
+                await client.fail_flow(uid, error=error, owner=OWNER)
             else:
-                await self.client.cancel(uid, force=True, owner=OWNER)
+                await client.cancel(uid, force=True, owner=OWNER)
         except ergon.FlowNotFoundError:
             pass
 
@@ -609,7 +677,7 @@ class Reconciler:
             await self._cancel_deleted(key, uid)
         self.timers.cancel(key)
         errors: list[BaseException] = []
-        await self._signals(key, None, errors)
+        await self._signals(key, None, errors, client=None)
         if errors:
             raise errors[0] if len(errors) == 1 else PartialFailure(errors)
 
@@ -618,10 +686,12 @@ class Reconciler:
         until it succeeds, so a store outage at deletion time only delays it."""
         self._deleted[key] = uid
         self.slots.forget(uid)
-        flow = await self.store.get_flow(uid)
+        # A namespace whose store was never set up holds no flow: nothing is provisioned here.
+        store = await self.stores.store(key[0], create=False)
+        flow = await store.get_flow(uid) if store is not None else None
         self.health.ok()
         if flow is not None and not flow.is_terminal:
-            await self._end_flow_id(uid)
+            await self._end_flow_id(await self.stores.client_for(key[0]), uid)
             log.info("FlowRun %s/%s deleted: flow %s cancelled", *key, uid)
         if self._deleted.get(key) == uid:
             del self._deleted[key]
@@ -639,6 +709,7 @@ class Reconciler:
             "live": len(set(self._live.values()) | self._live_pool | set(self._pending_pool)),
             "pools": len(self.pools.pools),
             **self.slots.describe(),
+            **self.stores.describe(),
         }
 
 

@@ -45,6 +45,18 @@ class Settings:
     ttl_seconds_after_finished: int | None = None
     # What FlowRuns and WorkerPools may ask of their pods (ERGON_WORKER_POLICY, JSON).
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
+    # Tenant isolation (ERGON_TENANCY): `shared`, one store for every namespace, or `namespace`,
+    # a Postgres schema and role per namespace (docs/security.md). ERGON_TENANT_SECRETS:
+    # `provision` (the operator creates role, schema and the namespace's DSN Secret) or
+    # `provided` (an administrator did); ERGON_TENANT_PREFIX: what the names start with.
+    tenancy: str = "shared"
+    tenant_secrets: str = "provision"
+    tenant_prefix: str = "ergon_ns_"
+
+    @property
+    def per_namespace(self) -> bool:
+        """Each namespace's flows in a schema of their own (ERGON_TENANCY=namespace)."""
+        return self.tenancy == "namespace"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,7 +90,37 @@ class Settings:
             workers=_count(env, "ERGON_WORKERS") or 8,
             **_decision_settings(env),
             policy=_policy(env),
+            **_tenancy_settings(env, store),
         )
+
+
+TENANCY_MODES = ("shared", "namespace")
+TENANT_SECRET_MODES = ("provision", "provided")
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,29}")
+
+
+def _tenancy_settings(env: Mapping[str, str], store: str) -> dict[str, Any]:
+    """ERGON_TENANCY, ERGON_TENANT_SECRETS and ERGON_TENANT_PREFIX."""
+    tenancy = env.get("ERGON_TENANCY", "").strip() or "shared"
+    if tenancy not in TENANCY_MODES:
+        raise SettingsError(f"ERGON_TENANCY must be {' or '.join(TENANCY_MODES)}, not {tenancy!r}")
+    secrets = env.get("ERGON_TENANT_SECRETS", "").strip() or "provision"
+    if secrets not in TENANT_SECRET_MODES:
+        raise SettingsError(
+            f"ERGON_TENANT_SECRETS must be {' or '.join(TENANT_SECRET_MODES)}, not {secrets!r}"
+        )
+    prefix = env.get("ERGON_TENANT_PREFIX", "").strip() or "ergon_ns_"
+    if not _PREFIX.fullmatch(prefix):
+        raise SettingsError(
+            "ERGON_TENANT_PREFIX must be lowercase letters, digits and underscores (not starting "
+            f"with a digit, at most 30), not {prefix!r}"
+        )
+    if tenancy == "namespace" and not store.startswith(("postgres://", "postgresql://")):
+        raise SettingsError(
+            "ERGON_TENANCY=namespace needs a Postgres store: ERGON_STORE must be a "
+            "postgresql:// DSN (a schema and a role per namespace)"
+        )
+    return {"tenancy": tenancy, "tenant_secrets": secrets, "tenant_prefix": prefix}
 
 
 def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:

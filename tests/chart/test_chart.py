@@ -194,6 +194,9 @@ def test_operator_settings_with_existing_secret() -> None:
     assert env == {
         "ERGON_STORE": {"secretKeyRef": {"name": "ergon-store", "key": "url"}},
         "ERGON_STORE_SECRET": "ergon-store/url",
+        "ERGON_TENANCY": "shared",
+        "ERGON_TENANT_SECRETS": "provision",
+        "ERGON_TENANT_PREFIX": "ergon_ns_",
         "ERGON_WORKER_IMAGE": "ghcr.io/ergon-dev/ergon:0.1.0-worker",
         "ERGON_WORKER_SERVICE_ACCOUNT": "ergon-worker",
         "ERGON_WORKER_POLICY": json.dumps(

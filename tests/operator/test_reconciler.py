@@ -14,6 +14,7 @@ import ergon
 from ergon_operator.kube import Kube
 from ergon_operator.reconciler import Reconciler
 from ergon_operator.settings import Settings
+from ergon_operator.stores import SharedStores
 
 SETTINGS = Settings(store="memory://", store_secret="ergon-postgres", worker_image="w:dev")
 UID = "5f0c3e2a-0000-4000-8000-000000000001"
@@ -155,8 +156,7 @@ async def test_a_settled_run_costs_nothing_at_startup(setup: Any) -> None:
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"the store was used: {name}")
 
-    reconciler.store = NoStore()
-    reconciler.client = NoStore()
+    reconciler.stores = SharedStores(cast(ergon.Store, NoStore()))
     body = flowrun_body(phase="Succeeded", observedGeneration=1)
     reconciler.flowrun_event(None, body)  # the initial listing
     await reconciler.reconcile(KEY)
@@ -196,14 +196,14 @@ async def test_a_store_outage_is_logged_once(setup: Any, caplog: pytest.LogCaptu
 
             return fail
 
-    healthy = reconciler.store
-    reconciler.store = DownStore()
+    healthy = reconciler.stores
+    reconciler.stores = SharedStores(cast(ergon.Store, DownStore()))
     kube.flowrun = flowrun_body()
     reconciler.flowrun_event("ADDED", kube.flowrun)
     with caplog.at_level(logging.INFO, logger="ergon.operator"):
         for _ in range(3):
             await reconciler._reconcile_key(KEY)
-        reconciler.store = healthy
+        reconciler.stores = healthy
         await reconciler._reconcile_key(KEY)
     messages = [r.getMessage() for r in caplog.records]
     assert sum("unreachable" in m for m in messages) == 1

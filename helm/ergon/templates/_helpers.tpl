@@ -136,6 +136,29 @@ watched namespace (or the release's when watching all), then worker.extraNamespa
 {{- if .Values.postgres.deploy }}dsn{{ else }}{{ .Values.postgres.existingSecretKey }}{{ end }}
 {{- end }}
 
+{{/* Tenancy: a schema and a role per namespace (tenancy.mode=namespace). */}}
+{{- define "ergon.perNamespace" -}}
+{{- if eq .Values.tenancy.mode "namespace" }}true{{ end }}
+{{- end }}
+
+{{/* The operator writes each namespace's DSN Secret itself (namespace mode, provision). */}}
+{{- define "ergon.provisionTenants" -}}
+{{- if and (include "ergon.perNamespace" .) (eq .Values.tenancy.secrets "provision") }}true{{ end }}
+{{- end }}
+
+{{/* The Secret worker pods read their DSN from, in their own namespace: name/key. */}}
+{{- define "ergon.workerStoreSecret" -}}
+{{- if include "ergon.perNamespace" . }}
+{{- printf "%s/dsn" (include "ergon.tenantSecretName" .) }}
+{{- else }}
+{{- printf "%s/%s" (include "ergon.storeSecretName" .) (include "ergon.storeSecretKey" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "ergon.tenantSecretName" -}}
+{{- default (printf "%s-tenant-store" (include "ergon.fullname" .)) .Values.tenancy.secretName }}
+{{- end }}
+
 {{/*
 Password of the bundled Postgres: the value if given; otherwise the one already in the release's
 Secret (so upgrades keep it); otherwise a new random one. Computed once per render and cached in

@@ -136,6 +136,7 @@ class Connections(PooledConnections[asyncpg.Connection]):
         dsn: str,
         *,
         schema: str,
+        migrate_as: str | None = None,
         max_size: int,
         connect_timeout: float,
         command_timeout: float | None,
@@ -144,6 +145,7 @@ class Connections(PooledConnections[asyncpg.Connection]):
         super().__init__(where=describe(dsn), outage_grace=outage_grace)
         self.dsn = dsn
         self.schema = schema
+        self.migrate_as = migrate_as
         self.max_size = max_size
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -167,7 +169,7 @@ class Connections(PooledConnections[asyncpg.Connection]):
         try:
             conn = await pool.acquire()
             try:
-                applied = await migrate(conn, self.schema)
+                applied = await self._migrate(conn)
             except BaseException:
                 await pool.discard(conn)
                 raise
@@ -182,6 +184,17 @@ class Connections(PooledConnections[asyncpg.Connection]):
                 applied,
             )
         return pool
+
+    async def _migrate(self, conn: asyncpg.Connection) -> int:
+        """Migrate the schema, as the role `migrate_as` when set (`SET ROLE`, so that what the
+        migrations create belongs to that role), then back as the connection's own user."""
+        if self.migrate_as is None:
+            return await migrate(conn, self.schema)
+        await conn.execute(f'SET ROLE "{self.migrate_as}"')
+        try:
+            return await migrate(conn, self.schema)
+        finally:
+            await conn.execute("RESET ROLE")
 
     async def run(
         self,

@@ -118,14 +118,20 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> int:
 
     The version is read first without a lock, so a started system never takes the migration
     lock (nor needs CREATE privileges) again. Behind, it takes a transaction-scoped advisory
-    lock keyed by the schema name and re-reads the version under it.
+    lock keyed by the schema name and re-reads the version under it. The schema is created only
+    when missing: a role that owns a schema made for it (a tenant's, `CREATE SCHEMA ...
+    AUTHORIZATION`) migrates it without the database-wide CREATE privilege that `CREATE SCHEMA
+    IF NOT EXISTS` checks even when the schema exists.
     """
     if await schema_version(conn, schema) == len(MIGRATIONS):
         return 0
     s = f'"{schema}"'
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"ergon:{schema}")
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
+        ):
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
             "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"

@@ -58,6 +58,10 @@ class PostgresStore(StoreLifecycle):
     first call. A server that cannot be reached is a `StoreError` at once, except that a step
     checkpoint or the end of an execution waits up to `outage_grace` seconds for a server that
     was reachable before (a restart), rather than make the step run again.
+
+    `migrate_as` names a role the schema's migrations run as (`SET ROLE`): an administrator's
+    connection (a member of that role) then creates tables the role owns, as for a tenant's
+    schema that only the tenant's role may use.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class PostgresStore(StoreLifecycle):
         dsn: str,
         *,
         schema: str | None = None,
+        migrate_as: str | None = None,
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         command_timeout: float | None = 60.0,
@@ -79,6 +84,7 @@ class PostgresStore(StoreLifecycle):
         self._db = Connections(
             base,
             schema=self.schema,
+            migrate_as=check_schema_name(migrate_as) if migrate_as is not None else None,
             max_size=max_connections,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
