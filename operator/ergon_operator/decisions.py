@@ -431,7 +431,7 @@ def _start_pod(
     violation = policy.check(
         policy=settings.policy,
         default_image=settings.worker_image,
-        image=run.image,
+        image=pod_specs.worker_image(run, settings),  # spec.image, or the image it is pinned to
         template=run.pod_template,
     )
     if violation is not None:

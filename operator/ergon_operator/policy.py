@@ -14,11 +14,12 @@ selector, and resources up to a maximum (limits default to it).
 
 from __future__ import annotations
 
+import functools
 import json
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from fnmatch import fnmatchcase
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -66,8 +67,8 @@ class Toleration(_Model):
 
 
 class WorkerPolicy(_Model):
-    """What FlowRuns and WorkerPools may ask of their worker pods. Patterns are shell globs
-    (`*` matches any characters, `/` included)."""
+    """What FlowRuns and WorkerPools may ask of their worker pods. Patterns are globs: `*`
+    matches any characters (`/` included), `?` one character, anything else itself."""
 
     # Images: empty means the repository of the operator's default worker image, any tag/digest.
     images: tuple[str, ...] = ()
@@ -79,6 +80,9 @@ class WorkerPolicy(_Model):
     annotation_keys: tuple[str, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     node_selector: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Where template volumes may be mounted (the image's own directories, such as a
+    # site-packages a sitecustomize.py could be dropped into, stay out of reach).
+    mount_paths: tuple[str, ...] = ("/mnt/*", "/data/*")
     max_resources: dict[str, str] = Field(
         default_factory=lambda: {"cpu": "4", "memory": "8Gi", "ephemeral-storage": "10Gi"}
     )
@@ -248,8 +252,17 @@ def _volumes(policy: WorkerPolicy, template: Mapping[str, Any], tpl: str) -> lis
         if mount.get("name") not in names:
             found.append(f"{field}.name: no volume {mount.get('name')!r} in {tpl}.volumes")
         path = str(mount.get("mountPath", ""))
-        if path.rstrip("/") == "/tmp":
+        if path == "/tmp":
             found.append(f"{field}.mountPath: /tmp is the operator's scratch volume")
+        elif not path.startswith("/") or "//" in path or posixpath.normpath(path) != path:
+            found.append(f"{field}.mountPath: {path!r} is not a normalised absolute path")
+        elif not _matches(path, policy.mount_paths):
+            found.append(
+                f"{field}.mountPath: {path} is not an allowed mount path "
+                f"(workerPolicy.mountPaths: {_show(policy.mount_paths)})"
+            )
+        if mount.get("subPath") or mount.get("subPathExpr"):
+            found.append(f"{field}.subPath: volumes are mounted whole (no subPath)")
     return found
 
 
@@ -303,7 +316,15 @@ def _same_toleration(toleration: Mapping[str, Any], allowed: Toleration) -> bool
 
 
 def _matches(value: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatchcase(value, pattern) for pattern in patterns)
+    return any(_glob(pattern).fullmatch(value) for pattern in patterns)
+
+
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """`*` (any characters, `/` included) and `?` (one character); everything else literal, as
+    the chart's ValidatingAdmissionPolicy reads the same patterns (no `[...]` classes)."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
 
 
 _QUANTITY = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)([KMGTPE]i|[numkMGTPE])?")

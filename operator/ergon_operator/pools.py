@@ -262,8 +262,8 @@ def decide_pool(seen: PoolObserved, settings: Settings) -> PoolPlan:
     status = WorkerPoolStatus(observed_generation=pool.generation, current_version=pool.version)
     plan = PoolPlan(status=status)
     conflict: str | None = None
-    # A pool that breaks the worker policy gets no Deployment (nor changes to one) for its
-    # current version; versions already running keep running and draining.
+    # A pool that breaks the worker policy gets no Deployment (nor changes to one) for any
+    # version; Deployments already running keep running, scaling and draining.
     violation = policy.check(
         policy=settings.policy,
         default_image=settings.worker_image,
@@ -319,7 +319,9 @@ def decide_pool(seen: PoolObserved, settings: Settings) -> PoolPlan:
                 target = have
             else:
                 entry.idle_since = None
-        if current and violation is not None:
+        if violation is not None and (current or deployment is None):
+            # Refused: nothing is created from the refused spec, not even an older version's
+            # Deployment (it would be built from the current template).
             target = deployment.replicas if deployment is not None else 0
         elif deployment is None:
             manifest = pool_deployment(

@@ -15,6 +15,7 @@ import pytest
 
 from ergon_operator.policy import WorkerPolicy, violations
 from tests.chart.helm import CRDS_DIR, render
+from tests.chart.schemas import validate_builtin
 from tests.cluster.fixtures import (  # noqa: F401 (fixtures)
     TestCluster,
     cluster_namespace,
@@ -40,7 +41,7 @@ ALLOWED: dict[str, dict[str, Any]] = {
             ],
             "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
             "volumes": [{"name": "cache", "emptyDir": {}}],
-            "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+            "volumeMounts": [{"name": "cache", "mountPath": "/data/cache"}],
         }
     },
 }
@@ -134,3 +135,29 @@ def test_kubectl_apply_accepts_what_the_operator_accepts(
         "-n", policy_namespace, "annotate", "flowrun", "plain", "ergon.dev/x=1", check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_provisioning_tenants_narrows_the_operators_secret_writes() -> None:
+    """RBAC cannot limit `create` to a name: with tenants provisioned by the operator, a second
+    admission policy lets the operator's ServiceAccount write only Opaque Secrets of the
+    tenant Secret's name."""
+    values = {"postgres.deploy": True, "tenancy.mode": "namespace"}
+    names = {
+        d["metadata"]["name"]
+        for d in render(values)
+        if d["kind"].startswith("ValidatingAdmissionPolicy")
+    }
+    assert names == {"ergon-worker-policy", "ergon-operator-secrets"}
+    (policy,) = [
+        d
+        for d in render(values)
+        if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"].endswith("secrets")
+    ]
+    validate_builtin(policy)
+    [condition] = policy["spec"]["matchConditions"]
+    assert "'system:serviceaccount:ergon:ergon-operator'" in condition["expression"]
+    [rule] = policy["spec"]["validations"]
+    assert "object.metadata.name == 'ergon-tenant-store'" in rule["expression"]
+    assert "object.type == 'Opaque'" in rule["expression"]
+    for shared in ({"postgres.deploy": True}, {**values, "tenancy.secrets": "provided"}):
+        assert not [d for d in render(shared) if d["metadata"]["name"].endswith("secrets")]

@@ -207,6 +207,7 @@ def test_operator_settings_with_existing_secret() -> None:
                 "images": ["ghcr.io/ergon-dev/ergon:*", "ghcr.io/ergon-dev/ergon@*"],
                 "labelKeys": [],
                 "maxResources": {"cpu": "4", "ephemeral-storage": "10Gi", "memory": "8Gi"},
+                "mountPaths": ["/mnt/*", "/data/*"],
                 "nodeSelector": {},
                 "secrets": [],
                 "serviceAccounts": [],

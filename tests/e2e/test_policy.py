@@ -76,10 +76,19 @@ VIOLATIONS: dict[str, tuple[dict[str, Any], str]] = {
         {
             "podTemplate": {
                 "volumes": [{"name": "creds", "secret": {"secretName": "db-admin"}}],
-                "volumeMounts": [{"name": "creds", "mountPath": "/creds"}],
+                "volumeMounts": [{"name": "creds", "mountPath": "/mnt/creds"}],
             }
         },
         "spec.podTemplate.volumes[0].secret.secretName",
+    ),
+    "mount-path": (
+        {
+            "podTemplate": {
+                "volumes": [{"name": "site", "emptyDir": {}}],
+                "volumeMounts": [{"name": "site", "mountPath": "/usr/lib/python3/dist-packages"}],
+            }
+        },
+        "spec.podTemplate.volumeMounts[0].mountPath",
     ),
 }
 
@@ -115,7 +124,7 @@ def test_what_the_policy_allows_runs_with_it(k8s: Environment, name: str) -> Non
         "env": [{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": allowed}}],
         "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "512Mi"}},
         "volumes": [{"name": "token", "secret": {"secretName": "e2e-allowed"}}],
-        "volumeMounts": [{"name": "token", "mountPath": "/var/run/token", "readOnly": True}],
+        "volumeMounts": [{"name": "token", "mountPath": "/mnt/token", "readOnly": True}],
     }
     k8s.apply(flowrun(name, "examples.orders:OrderFlow", ORDER, podTemplate=template))
     k8s.wait_phase(name, "Succeeded")

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from ergon import FlowStatus
+from ergon import FlowStatus, QueueDepth
 from ergon_operator.decisions import Observed, decide
 from ergon_operator.pods import worker_pod
 from ergon_operator.policy import WorkerPolicy, check, image_repository, violations
+from ergon_operator.pools import PoolObserved, WorkerPool, decide_pool
 from ergon_operator.resources import FlowRun
 from ergon_operator.settings import Settings, SettingsError
 from ergon_operator.status import StepSummary
@@ -133,7 +134,7 @@ def test_volumes_are_empty_dirs_or_allowed_config_maps_and_secrets() -> None:
             {"name": "host", "hostPath": {"path": "/"}},
         ],
         "volumeMounts": [
-            {"name": "cache", "mountPath": "/cache"},
+            {"name": "cache", "mountPath": "/mnt/cache"},
             {"name": "nope", "mountPath": "/tmp"},
         ],
     }
@@ -148,11 +149,43 @@ def test_volumes_are_empty_dirs_or_allowed_config_maps_and_secrets() -> None:
     assert problems({"volumes": [{"name": "tmp", "emptyDir": {}}]}) != []
 
 
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/usr/local/lib/python3.12/site-packages", "not an allowed mount path"),
+        ("/mnt//cache", "not a normalised absolute path"),
+        ("/mnt/cache/", "not a normalised absolute path"),
+        ("/mnt/../usr/bin", "not a normalised absolute path"),
+        ("//tmp", "not a normalised absolute path"),
+        ("/tmp", "the operator's scratch volume"),
+        ("mnt/cache", "not a normalised absolute path"),
+    ],
+)
+def test_volumes_mount_only_under_the_allowed_paths(path: str, says: str) -> None:
+    template = {
+        "volumes": [{"name": "conf", "configMap": {"name": "app"}}],
+        "volumeMounts": [{"name": "conf", "mountPath": path}],
+    }
+    [problem] = problems(template, config_maps=("app",))
+    assert problem.startswith("spec.podTemplate.volumeMounts[0].mountPath: ") and says in problem
+    whole = {**template, "volumeMounts": [{"name": "conf", "mountPath": "/mnt/conf"}]}
+    assert problems(whole, config_maps=("app",)) == []
+    sub = {"name": "conf", "mountPath": "/mnt/conf", "subPath": "sitecustomize.py"}
+    [problem] = problems({**template, "volumeMounts": [sub]}, config_maps=("app",))
+    assert problem.startswith("spec.podTemplate.volumeMounts[0].subPath: ")
+
+
+def test_globs_know_only_star_and_question_mark() -> None:
+    assert problems({}, image="ghcr.io/acme/app:1", images=("ghcr.io/acme/app:?",)) == []
+    assert problems({}, image="ghcr.io/acme/app:1", images=("ghcr.io/acme/app:[0-9]",)) != []
+    assert problems({}, image="ghcr.io/acme/app:[0-9]", images=("ghcr.io/acme/app:[0-9]",)) == []
+
+
 def test_worker_pods_get_a_writable_tmp_and_the_templates_volumes() -> None:
     run = flowrun(
         podTemplate={
             "volumes": [{"name": "cache", "emptyDir": {}}],
-            "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+            "volumeMounts": [{"name": "cache", "mountPath": "/mnt/cache"}],
         }
     )
     pod = worker_pod(run, Settings(store="x", store_secret="s"), sequence=1, attempt=1)
@@ -161,7 +194,7 @@ def test_worker_pods_get_a_writable_tmp_and_the_templates_volumes() -> None:
     assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
     assert container["volumeMounts"] == [
         {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "cache", "mountPath": "/cache"},
+        {"name": "cache", "mountPath": "/mnt/cache"},
     ]
     assert pod["spec"]["volumes"] == [
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
@@ -234,3 +267,34 @@ def test_a_violating_flowrun_fails_even_while_no_worker_slot_is_free() -> None:
     assert not plan.queued and plan.create_pod is None
     assert plan.status.phase == "Failed"
     assert plan.fail_flow is not None and plan.fail_flow.type == "PolicyViolation"
+
+
+def test_a_pool_that_breaks_the_policy_gets_no_deployment_for_any_version() -> None:
+    """Not even for an older version with flows left: its Deployment would be built from the
+    current, refused template."""
+    refused = WorkerPool.parse(
+        {
+            "apiVersion": "ergon.dev/v1alpha1",
+            "kind": "WorkerPool",
+            "metadata": {"name": "orders", "namespace": "shop", "uid": "pool-uid", "generation": 3},
+            "spec": {
+                "image": "ghcr.io/ergon-dev/ergon:1.5.0",
+                "imports": ["examples.orders"],
+                "replicas": {"min": 1, "max": 3},
+                "podTemplate": {"serviceAccountName": "cluster-admin-sa"},
+            },
+        }
+    )
+    busy = QueueDepth(runnable=5, running=0, waiting=0)
+    seen = PoolObserved(
+        pool=refused,
+        deployments=[],
+        depth={"1.5.0": busy, "1.3.0": busy},
+        now=NOW,
+        run_versions=frozenset({"1.3.0"}),
+    )
+    plan = decide_pool(seen, Settings(store="x", store_secret="s", worker_image=DEFAULT_IMAGE))
+    assert plan.create == [] and plan.replace == []
+    ready = plan.status.conditions[0]
+    assert (ready.status, ready.reason) == ("False", "PolicyViolation")
+    assert "spec.podTemplate.serviceAccountName" in (ready.message or "")
