@@ -19,7 +19,7 @@ from benchmarks import temporal as temporal_runs
 from benchmarks.report import Section
 
 HERE = Path(__file__).resolve().parent
-WORKLOADS = ("sequential", "queue", "resume", "fanout", "operator")
+WORKLOADS = ("sequential", "queue", "resume", "fanout", "scaling", "operator")
 
 
 async def run(
@@ -51,6 +51,7 @@ async def run(
         "queue": suite.queue,
         "resume": suite.resumes,
         "fanout": suite.fan_out,
+        "scaling": suite.scaling_curves,
     }
     for name, workload in steps.items():
         if name in only:
@@ -145,7 +146,8 @@ def main() -> None:
         p for p in (f"DBOS {version}" if version else "", temporal_version or "") if p
     )
     title = f"Ergon vs {peers} and the hardware floor" if peers else "Ergon and the hardware floor"
-    chart.render(ratios, picture, title)
+    curves = [c for s in sections for c in s.curves]
+    chart.render(ratios, picture, title, curves)
     print(text)
     print(f"wrote {output} and {picture} in {time.monotonic() - started:.0f} s", file=sys.stderr)
 

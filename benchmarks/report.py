@@ -27,11 +27,28 @@ class Ratio:
 
 
 @dataclass
+class Curve:
+    """One line of the scaling chart: a rate (`y_label`) of one store at each concurrency
+    (`x_label`), beside `limit`, the store's sequential-write limit in the same unit (None for
+    the memory store). Curves with the same `panel` share a plot; `target`, if any, is a point
+    (x, rate) the issue's acceptance asks the curve to reach."""
+
+    panel: str
+    store: str
+    x_label: str
+    y_label: str
+    points: list[tuple[int, float]]
+    limit: float | None
+    target: tuple[int, float] | None = None
+
+
+@dataclass
 class Section:
     title: str
     lines: list[str]
     ratios: list[Ratio] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    curves: list[Curve] = field(default_factory=list)
 
     def markdown(self) -> str:
         body = [f"## {self.title}", "", *self.lines]

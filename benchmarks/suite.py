@@ -1,5 +1,6 @@
-"""The five workloads, each run for Ergon beside DBOS (and the floor where one applies) in the same
-run, on the same machine and database servers, and turned into a RESULTS.md section.
+"""The workloads, each run for Ergon beside DBOS (and the floor where one applies) in the same run,
+on the same machine and database servers, and turned into a RESULTS.md section. Workload 6, the
+scaling curves (`scaling.py`), is Ergon's alone, beside the floor.
 
 Sizes come from `Settings` (full or `--quick`); `peer` is None when DBOS is skipped or could not
 be installed, in which case the sections say so instead of showing a ratio. `temporal`, the
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 from subprocess import SubprocessError
 from typing import TypeVar
 
-from benchmarks import fanout, resume, steps, throughput
+from benchmarks import fanout, resume, scaling, steps, throughput
 from benchmarks import temporal as temporal_runs
 from benchmarks.databases import LABELS, POSTGRES_DSN, REDIS_URL, postgres_setting, store_url
 from benchmarks.peer import Peer, PeerUnavailable
-from benchmarks.report import Ratio, Section, table, times
+from benchmarks.report import Curve, Ratio, Section, table, times
 from benchmarks.stats import Rate, median
 
 T = TypeVar("T")
@@ -45,12 +46,22 @@ class Settings:
     # shorter workflow (the figure is per activity; local activities run `steps`) and fewer rounds.
     temporal_steps: int = 200
     temporal_rounds: int = 2
+    # Workload 6 (scaling curves): flows in flight in one process, of `scaling_steps` steps each,
+    # and worker processes draining `scaling_flows` flows of 3 steps; the floor beside each point
+    # is `scaling_floor_writes` sequential durable writes.
+    scaling_in_flight: tuple[int, ...] = (1, 8, 64, 256)
+    scaling_steps: int = 20
+    scaling_rounds: int = 3
+    scaling_workers: tuple[int, ...] = (1, 2, 4, 8)
+    scaling_flows: int = 2000
+    scaling_floor_writes: int = 1000
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(
             steps=200, rounds=2, peer_rounds=1, queue_flows=200, resume_steps=200, fan_flows=20,
-            temporal_steps=50, temporal_rounds=1,
+            temporal_steps=50, temporal_rounds=1, scaling_rounds=1, scaling_flows=500,
+            scaling_floor_writes=200,
         )  # fmt: skip
 
 
@@ -410,6 +421,146 @@ async def fan_out(s: Settings, peer: Peer | None, temporal: Peer | None = None) 
     return Section(
         f"Workload 4: {s.fan_flows} flows x {s.fan_width} parallel steps", lines, ratios, failures
     )
+
+
+# --- workload 6 ------------------------------------------------------------------------------
+
+WORKER_STORES = ("postgres", "redis")
+# Issue 18's acceptance: this many flows in flight complete at ≥ SCALING_TARGET x the
+# sequential-durable-write rate on these stores.
+SCALING_TARGET_FLOWS = 64
+SCALING_TARGET = 5.0
+SCALING_TARGET_STORES = ("sqlite", "postgres")
+SCALING_LABELS = {**LABELS, "sqlite": "SQLite (WAL, synchronous=FULL)"}
+
+
+def _cell(curve: scaling.Scaling, x: int, rate: float) -> str:
+    ratio = curve.ratio(x)
+    return f"{rate:,.0f}" + (f" ({times(ratio)})" if ratio is not None else "")
+
+
+def _limit(value: float | None) -> str:
+    return f"{value:,.0f}" if value else "-"
+
+
+async def scaling_curves(s: Settings, peer: Peer | None, temporal: Peer | None = None) -> Section:
+    """Issue 18's scaling curves: steps/s against flows in flight in one process (every store)
+    and flows/s against `ergon worker` processes (Postgres, Redis), beside the sequential-write
+    limit. Peers are not measured here."""
+    in_flight = [
+        await scaling.in_flight(
+            kind, sizes=s.scaling_in_flight, steps_per_flow=s.scaling_steps,
+            rounds=s.scaling_rounds, floor_writes=s.scaling_floor_writes,
+        )
+        for kind in (*s.stores, "memory")
+    ]  # fmt: skip
+    workers = [
+        await scaling.workers(
+            kind, sizes=s.scaling_workers, flows=s.scaling_flows, concurrency=s.concurrency,
+            poll_interval=s.ergon_poll_interval, floor_writes=s.scaling_floor_writes,
+        )
+        for kind in s.stores
+        if kind in WORKER_STORES
+    ]  # fmt: skip
+    n, target = SCALING_TARGET_FLOWS, SCALING_TARGET
+    ratios: list[Ratio] = []
+    accepted = []
+    for curve in in_flight:
+        ratio = curve.ratio(n) if n in curve.rates else None
+        if curve.kind in SCALING_TARGET_STORES and ratio is not None:
+            label = LABELS[curve.kind]
+            ratios.append(
+                Ratio(f"W6 {label}: {n} flows x {s.scaling_steps} steps ÷ sequential writes",
+                      ratio, target)
+            )  # fmt: skip
+            accepted.append(
+                [SCALING_LABELS[curve.kind], f"{curve.steps_per_second(n):,.0f}",
+                 _limit(curve.writes_per_second), times(ratio), f"≥ {target:g}x",
+                 "met" if ratio >= target else "**missed**"]
+            )  # fmt: skip
+    lines = [
+        f"**Flows in flight.** N flows of {s.scaling_steps} trivial sequential steps started at "
+        "once in one process, one `Executor` each under `asyncio.gather`, on a store of their "
+        "own per N; steps/s is N x "
+        f"{s.scaling_steps} over the time until the last flow returned (median of "
+        f"{s.scaling_rounds} round(s) after a warm-up). The sequential-write limit beside it is "
+        "workload 1's floor — one durable write at a time over one connection at the store's "
+        "setting (SQLite INSERT + commit in WAL at synchronous=FULL, Postgres INSERT in "
+        f"autocommit, Redis HSET), {s.scaling_floor_writes} writes measured in the same fresh "
+        "database before and after every point, median — as writes/s; each cell is steps/s "
+        "(steps/s ÷ sequential writes/s).",
+    ]
+    if accepted:
+        lines += [
+            "",
+            f"Acceptance (issue 18): {n} flows x {s.scaling_steps} steps in one process at "
+            f"≥ {target:g}x the sequential-durable-write rate on SQLite (synchronous=FULL) and "
+            "on Postgres.",
+            "",
+            *table(
+                ["store", f"steps/s, {n} flows", "sequential writes/s", "÷ sequential", "target",
+                 ""],
+                accepted, "lrrrrl",
+            ),
+        ]  # fmt: skip
+    lines += [
+        "",
+        *table(
+            ["store", "sequential writes/s",
+             *(f"{x} flow{'s' if x > 1 else ''}" for x in s.scaling_in_flight)],
+            [
+                [SCALING_LABELS[c.kind], _limit(c.writes_per_second),
+                 *(_cell(c, x, c.steps_per_second(x)) for x in s.scaling_in_flight)]
+                for c in in_flight
+            ],
+            "lr" + "r" * len(s.scaling_in_flight),
+        ),
+    ]  # fmt: skip
+    if workers:
+        lines += [
+            "",
+            f"**Worker processes.** A queue of {s.scaling_flows} flows of 3 trivial steps, "
+            f"filled first, drained by W worker processes of {s.concurrency} flows at once each "
+            "(a store of its own per W): `ergon.Worker`s run as `ergon worker` runs them, except "
+            "that each, once connected to the store, waits for a go on its stdin, so that all W "
+            "start together on a full queue. The clock runs from that go to the last completion "
+            "recorded in the store; enqueueing is not timed (fed one flow at a time, as in "
+            "workload 2, the workers kept up with the client and the client's enqueue rate set "
+            "the pace). The limit is the same floor, measured beside every W, in flows/s: "
+            "sequential writes/s ÷ 3, one durable write per step and none for the queue, the "
+            "claim or the outcome. Each cell is flows/s (steps/s ÷ sequential writes/s).",
+            "",
+            *table(
+                ["store", "sequential writes/s", "limit flows/s (÷ 3)",
+                 *(f"{w} worker{'s' if w > 1 else ''}" for w in s.scaling_workers)],
+                [
+                    [SCALING_LABELS[c.kind], _limit(c.writes_per_second), _limit(c.flow_limit),
+                     *(_cell(c, w, c.rates[w]) for w in s.scaling_workers)]
+                    for c in workers
+                ],
+                "lrr" + "r" * len(s.scaling_workers),
+            ),
+        ]  # fmt: skip
+    curves = [
+        Curve(
+            "steps/s against flows in flight, one process", LABELS[c.kind],
+            f"flows in flight ({s.scaling_steps} steps each, one process)", "steps/s",
+            [(x, c.steps_per_second(x)) for x in s.scaling_in_flight], c.writes_per_second,
+            (n, target * c.writes_per_second)
+            if c.writes_per_second and c.kind in SCALING_TARGET_STORES and n in c.rates
+            else None,
+        )
+        for c in in_flight
+    ] + [
+        Curve(
+            "flows/s against worker processes", LABELS[c.kind],
+            f"worker processes ({s.concurrency} flows at once each, 3 steps per flow)",
+            "flows/s", [(w, c.rates[w]) for w in s.scaling_workers], c.flow_limit,
+        )
+        for c in workers
+    ]  # fmt: skip
+    title = "Workload 6: scaling with flows in flight and worker processes"
+    return Section(title, lines, ratios, curves=curves)
 
 
 async def settings_note() -> list[str]:
