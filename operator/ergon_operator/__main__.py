@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         "tenant-sql",
         help="print the SQL that sets up namespaces for ERGON_TENANT_SECRETS=provided",
         description="Print the SQL an administrator runs (psql --set password=... --set "
-        "operator=<the operator's role>) to create a namespace's role and schema, one "
-        "namespace per run (each role has its own password).",
+        "operator=<the operator's role>) to create a namespace's schema, its owner role (no "
+        "login; the operator joins it) and its login role (rows only), one namespace per run "
+        "(each login role has its own password).",
     )
     sql.add_argument("--namespace", required=True, help="the namespace")
     sql.add_argument(

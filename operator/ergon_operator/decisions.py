@@ -131,6 +131,13 @@ def decide(seen: Observed, settings: Settings) -> Plan:
     plan = Plan(status=status)
     _report_invalid_signals(plan, run)
 
+    if seen.store_problem is not None and run.cancel:
+        # Cancelled while its namespace's store cannot be set up: nothing of it runs (its pods
+        # go); a flow recorded before is cancelled once the store is back (flow not terminal,
+        # spec.cancel).
+        plan.delete_pods = [p.name for p in active]
+        status.completed_at = status.completed_at or format_time(now)
+        return _report(plan, run, "Cancelled", "Cancelled", "cancelled by spec.cancel", now)
     if seen.store_problem is not None:
         message = f"waiting for the namespace's store: {seen.store_problem}"
         if {c.type: c.reason for c in run.status.conditions}.get("Ready") != PROVISIONING_STORE:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -430,6 +431,17 @@ class Reconciler:
             pool_image=_pool_image(pool, flow),
         )
         plan = decide(seen, self.settings)
+        if plan.create_pod is not None:
+            # The pod reads the namespace's DSN Secret and logs in as its role (namespace mode):
+            # both are checked first, and set up again if gone; then the slot is asked anew.
+            try:
+                await self.stores.verify(run.namespace)
+            except TenantError as exc:
+                await self._store_problem(run, body, pods, str(exc))
+                raise
+            slot_free = self.slots.may_start(uid=run.uid, namespace=run.namespace, rank=rank)
+            seen = replace(seen, slot_free=slot_free)
+            plan = decide(seen, self.settings)
         if run.worker_pool is not None:
             self._track_pool_run(run, flow)
         # No await between `may_start` and here: no other reconcile can take the same slot.

@@ -4,11 +4,17 @@
 operator's DSN as given: what the operator always did, at the same cost. `TenantStores`
 (`ERGON_TENANCY=namespace`) opens, on first use of a namespace, the store of that namespace's
 schema (`tenancy.tenant_name`), with the operator's own DSN and `?schema=`; in `provision` mode it
-first provisions the tenant (role, schema, DSN Secret), in `provided` mode it checks that an
+first provisions the tenant (roles, schema, DSN Secret), in `provided` mode it checks that an
 administrator did. Each tenant store has a small connection pool (`TENANT_CONNECTIONS`) and one
 LISTEN connection of its own, opened when the namespace is first seen; its schema's migrations
-run as the tenant's role (`PostgresStore(migrate_as=...)`), so the tables belong to the tenant
-however the operator connects.
+run as the tenant's owner role (`PostgresStore(migrate_as=...)`), so the tables belong to that
+role (which no login role can become) however the operator connects, and the tenant's login role
+gets only their rows.
+
+A namespace already opened is checked again (`verify`: one GET of its Secret, one query of its
+roles and schema), and provisioned again when its Secret or role is gone: before each worker pod
+of a FlowRun is created (the pod reads that Secret and logs in as that role), and at most every
+`RECHECK_SECONDS` when its store is used (so a WorkerPool's pods recover too).
 
 Every caller goes through the router: the reconciler (flow records, signals, cancels), the
 worker pool controller (queue depth), the orphan sweep (`sweep_targets`), the notification
@@ -19,17 +25,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import ergon
 from ergon_operator.kube import Kube
 from ergon_operator.settings import Settings
-from ergon_operator.tenancy import Provisioner, TenantDatabase, TenantError, tenant_name
+from ergon_operator.tenancy import (
+    Provisioner,
+    TenantDatabase,
+    TenantError,
+    owner_name,
+    tenant_name,
+)
 
 log = logging.getLogger("ergon.operator.stores")
 
 TENANT_CONNECTIONS = 4  # per tenant store: the operator's reads of one namespace are few
+POD_CHECK_SECONDS = 2.0  # a burst of pods in one namespace checks its tenant once
+RECHECK_SECONDS = 60.0  # a store in use checks its tenant at least this often
 
 
 class Subscribable(Protocol):
@@ -68,6 +83,11 @@ class StoreRouter:
     async def client_for(self, namespace: str) -> ergon.Client:
         """An `ergon.Client` on `store_for(namespace)`."""
         return self._client
+
+    async def verify(self, namespace: str) -> None:
+        """Before a worker pod of `namespace` is created: what the pod needs of the namespace's
+        store is there (set up again if not); `TenantError` when it cannot be. Shared mode:
+        nothing to check."""
 
     def on_listen(self, listener: Listener) -> None:
         """Call `listener(namespace, notifier)` for every tenant store opened from now on (the
@@ -117,6 +137,9 @@ class TenantStores(StoreRouter):
         self._announced: set[str] = set()  # tenants whose namespace the listeners were told
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[Listener] = []
+        self._checked: dict[str, float] = {}  # tenant -> when it was last found set up
+        self.pod_check_seconds = POD_CHECK_SECONDS
+        self.recheck_seconds = RECHECK_SECONDS
 
     def name_of(self, namespace: str) -> str:
         return tenant_name(namespace=namespace, prefix=self.prefix)
@@ -125,6 +148,8 @@ class TenantStores(StoreRouter):
         name = self.name_of(namespace)
         opened = self._stores.get(name)
         if opened is not None and name in self._announced:
+            if create and self._due(name, self.recheck_seconds):
+                await self._recheck(namespace, name)
             return opened
         async with self._locks.setdefault(name, asyncio.Lock()):
             opened = self._stores.get(name)
@@ -144,14 +169,60 @@ class TenantStores(StoreRouter):
                     "`ergon-operator tenant-sql`"
                 )
                 raise TenantError(f"the store of namespace {namespace}: {problem} ({how})")
+            if create:
+                self._checked[name] = time.monotonic()
             return await self._open(name, namespace)
+
+    def _due(self, name: str, seconds: float) -> bool:
+        checked = self._checked.get(name)
+        return checked is None or time.monotonic() - checked >= seconds
+
+    async def verify(self, namespace: str) -> None:
+        name = self.name_of(namespace)
+        if self._stores.get(name) is None or name not in self._announced:
+            await self.store_for(namespace)  # set up (or checked) as it opens
+            return
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            if self._due(name, self.pod_check_seconds):
+                await self._check(namespace, name)
+
+    async def _recheck(self, namespace: str, name: str) -> None:
+        """`_check` for a store in use: a failure is logged, and the store (the operator's own
+        connections) goes on serving; the next check is due after `recheck_seconds` again."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            if not self._due(name, self.recheck_seconds):
+                return
+            try:
+                await self._check(namespace, name)
+            except Exception as exc:  # logged; the store itself still works
+                self._checked[name] = time.monotonic()
+                level = logging.DEBUG if isinstance(exc, ergon.StoreError) else logging.WARNING
+                log.log(level, "namespace %s: checking its store failed: %s", namespace, exc)
+
+    async def _check(self, namespace: str, name: str) -> None:
+        """The namespace's Secret (provision mode) and its roles and schema are as provisioned;
+        provisioned again when not (a deleted Secret, a dropped role). Under the tenant's lock."""
+        missing: str | None = None
+        if self.provisioner is not None and not await self.provisioner.has_secret(
+            namespace=namespace, name=name
+        ):
+            missing = f"the Secret {self.provisioner.secret} is gone"
+        else:
+            missing = await self.database.problem(name)
+        if missing is not None and self.provisioner is not None:
+            log.warning("namespace %s: %s; provisioning its store again", namespace, missing)
+            await self.provisioner.provision(namespace=namespace, name=name)
+            missing = await self.database.problem(name)
+        if missing is not None:
+            raise TenantError(f"the store of namespace {namespace}: {missing}")
+        self._checked[name] = time.monotonic()
 
     async def _open(self, name: str, namespace: str | None) -> ergon.Store:
         """The store of tenant `name`, listening for its notifications before it is used."""
         store: ergon.Store = ergon.PostgresStore(
             self.database.dsn,
             schema=name,
-            migrate_as=name,
+            migrate_as=owner_name(name),
             max_connections=TENANT_CONNECTIONS,
         )
         try:

@@ -9,11 +9,12 @@ RBAC tests/e2e/test_zz_security.py checks) and are compared here with the Roles 
 for that mode: every call granted, and the Secret rules (`create`, `get` of the tenant Secret)
 exactly those used.
 
-A FlowRun in each namespace succeeds (the operator provisions each namespace's role, schema and
+A FlowRun in each namespace succeeds (the operator provisions each namespace's roles, schema and
 DSN Secret on first use); then a FlowRun in namespace A runs a flow that, with the DSN of A's
 worker pod, tries to read and write B's tables: Postgres answers "permission denied" to each.
-The same holds with A's DSN read from A's Secret. No output shows a tenant's password or the
-operator's DSN. The roles and schemas are dropped afterwards.
+The same holds with A's DSN read from A's Secret, which also cannot create a function, view or
+trigger in A's own schema (nothing the operator's statements would run). No output shows a
+tenant's password or the operator's DSN. The roles and schemas are dropped afterwards.
 """
 
 from __future__ import annotations
@@ -239,6 +240,39 @@ def test_a_worker_of_one_namespace_cannot_reach_another_namespaces_flows(
 
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
         asyncio.run(read_b_with_a())
+
+    # Nor can A's DSN make anything the operator's statements would run: no function, view or
+    # trigger in A's own schema (the review's escalation: a trigger on A's signals, run by the
+    # operator's next signal with the operator's rights, granting A the role of B).
+    plants = {
+        "function": f'CREATE FUNCTION "{a_schema}".escalate() RETURNS trigger LANGUAGE plpgsql '
+        f'AS $$ BEGIN EXECUTE \'GRANT "{b_schema}" TO "{a_schema}"\'; RETURN NEW; END $$',
+        "view": f'CREATE VIEW "{a_schema}".v AS SELECT 1 AS x',
+        "trigger": "CREATE FUNCTION pg_temp.escalate() RETURNS trigger LANGUAGE plpgsql AS "
+        f'$$ BEGIN EXECUTE \'GRANT "{b_schema}" TO "{a_schema}"\'; RETURN NEW; END $$; '
+        f'CREATE TRIGGER escalate BEFORE INSERT ON "{a_schema}".signals '
+        "FOR EACH ROW EXECUTE FUNCTION pg_temp.escalate()",
+    }
+
+    async def plant_with_a() -> dict[str, str]:
+        conn = await asyncpg.connect(a_dsn.rpartition("?")[0])
+        answers: dict[str, str] = {}
+        try:
+            for what, sql in plants.items():
+                try:
+                    await conn.execute(sql)
+                except asyncpg.PostgresError as exc:
+                    answers[what] = f"{type(exc).__name__}: {exc}"
+                else:
+                    answers[what] = "allowed"
+            return answers
+        finally:
+            await conn.close()
+
+    planted = asyncio.run(plant_with_a())
+    print(json.dumps(planted, indent=1))
+    for what in plants:
+        assert planted[what].startswith("InsufficientPrivilegeError: permission denied"), planted
 
     _no_secret_in_any_output(tenancy, [a_dsn, b_dsn])
     _rbac_is_what_it_used(tenancy)

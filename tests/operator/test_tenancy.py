@@ -4,6 +4,7 @@ default: one store, as before), the wait while a namespace's store cannot be set
 
 from __future__ import annotations
 
+import base64
 import string
 from dataclasses import replace
 from typing import Any, cast
@@ -20,9 +21,14 @@ from ergon_operator.status import StepSummary
 from ergon_operator.stores import SharedStores, StoreRouter, router_for
 from ergon_operator.tenancy import (
     MAX_IDENTIFIER,
+    SECRET_LABELS,
     SHORT_MAX,
+    TENANT_ANNOTATION,
+    Provisioner,
+    TenantDatabase,
     TenantError,
     dsn_password,
+    owner_name,
     tenant_dsn,
     tenant_name,
     tenant_sql,
@@ -30,6 +36,7 @@ from ergon_operator.tenancy import (
 from tests.operator.test_main import operator
 from tests.operator.test_reconciler import KEY, FakeKube, flowrun_body
 
+SPEC = flowrun_body()["spec"]
 BASE = {"ERGON_STORE": "postgresql://op:pw@db:5432/ergon", "ERGON_STORE_SECRET": "s"}
 
 
@@ -127,10 +134,28 @@ def test_a_tenant_dsn_keeps_host_database_and_safe_options_only() -> None:
 
 def test_tenant_sql_names_the_tenant_and_leaves_the_password_to_psql() -> None:
     sql = tenant_sql(namespace="team-a")
+    assert 'CREATE ROLE "ergon_ns_team_a$owner" NOLOGIN NOSUPERUSER' in sql
     assert 'CREATE ROLE "ergon_ns_team_a" LOGIN NOSUPERUSER' in sql
-    assert "PASSWORD :'password'" in sql and 'GRANT "ergon_ns_team_a" TO :"operator"' in sql
-    assert 'CREATE SCHEMA "ergon_ns_team_a" AUTHORIZATION "ergon_ns_team_a"' in sql
+    assert "PASSWORD :'password'" in sql and 'GRANT "ergon_ns_team_a$owner" TO :"operator"' in sql
+    assert 'GRANT "ergon_ns_team_a" TO' not in sql  # the login role is a member of nothing
+    assert 'CREATE SCHEMA "ergon_ns_team_a" AUTHORIZATION "ergon_ns_team_a$owner"' in sql
     assert 'REVOKE ALL ON SCHEMA "ergon_ns_team_a" FROM PUBLIC' in sql
+    assert 'GRANT USAGE ON SCHEMA "ergon_ns_team_a" TO "ergon_ns_team_a";' in sql
+    assert (
+        'ALTER DEFAULT PRIVILEGES FOR ROLE "ergon_ns_team_a$owner" IN SCHEMA "ergon_ns_team_a" '
+        'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "ergon_ns_team_a";'
+    ) in sql
+
+
+def test_owner_roles_are_no_tenants_and_no_other_tenants_owner() -> None:
+    short = tenant_name(namespace="team-a")
+    assert owner_name(short) == "ergon_ns_team_a$owner"
+    # A namespace named like another's owner maps to another name ($ is no namespace character).
+    assert tenant_name(namespace="team-a-owner") != owner_name(short)
+    hashed = [tenant_name(namespace="a" * 60 + f"-{c}") for c in "xy"]
+    owners = [owner_name(name) for name in hashed]
+    assert all(len(o) == MAX_IDENTIFIER and "$" in o for o in owners)
+    assert len({*hashed, *owners, short, owner_name(short)}) == 6
 
 
 def test_the_tenant_sql_command() -> None:
@@ -232,3 +257,112 @@ def test_an_ended_run_whose_record_is_elsewhere_keeps_its_status() -> None:
     plan = decide(seen, settings)
     assert plan.status.to_body() == run.status.to_body()
     assert plan.events == [] and plan.create_pod is None and not plan.fail_flow
+
+
+def test_a_cancelled_run_whose_store_cannot_be_set_up_is_cancelled_not_left_waiting() -> None:
+    run = FlowRun.parse({**flowrun_body(phase="Pending"), "spec": {**SPEC, "cancel": True}})
+    settings = Settings(store="memory://", store_secret="s")
+    seen = Observed(
+        run=run,
+        flow=None,
+        steps=StepSummary.of([]),
+        pods=[],
+        now=utcnow(),
+        store_problem="permission denied to create role",
+    )
+    plan = decide(seen, settings)
+    assert plan.status.phase == "Cancelled" and plan.create_pod is None
+    assert plan.status.completed_at is not None
+    assert {c.type: c.reason for c in plan.status.conditions}["Ready"] == "Cancelled"
+    assert "StoreProvisioningFailed" not in [e.reason for e in plan.events]
+
+
+async def test_the_reconciler_cancels_a_run_whose_store_cannot_be_set_up() -> None:
+    kube = FakeKube()
+    kube.status_patches = []
+    settings = Settings(store="memory://", store_secret="s")
+    reconciler = Reconciler(settings, RefusingStores(), cast(Kube, kube))
+    kube.flowrun = {**flowrun_body(phase="Pending"), "spec": {**SPEC, "cancel": True}}
+    reconciler.flowrun_event("ADDED", kube.flowrun)
+    with pytest.raises(TenantError):  # retried with backoff: a flow recorded before is cancelled
+        await reconciler.reconcile(KEY)
+    assert kube.status_patches[-1]["phase"] == "Cancelled"
+
+
+class CheckedStores(SharedStores):
+    """The shared store, with a `verify` that records its calls and may refuse."""
+
+    def __init__(self, store: ergon.Store) -> None:
+        super().__init__(store)
+        self.verified: list[str] = []
+        self.refuse: str | None = None
+
+    async def verify(self, namespace: str) -> None:
+        self.verified.append(namespace)
+        if self.refuse is not None:
+            raise TenantError(self.refuse)
+
+
+async def test_the_namespaces_store_is_checked_before_each_worker_pod() -> None:
+    kube = FakeKube()
+    kube.status_patches = []
+    store = ergon.open_store("memory://")
+    stores = CheckedStores(store)
+    settings = Settings(store="memory://", store_secret="s", worker_image="w:dev")
+    reconciler = Reconciler(settings, stores, cast(Kube, kube))
+    try:
+        # The Secret or role is gone and cannot be made again: no pod, the run waits.
+        stores.refuse = "the store of namespace shop: the role ergon_ns_shop does not exist"
+        kube.flowrun = flowrun_body()
+        reconciler.flowrun_event("ADDED", kube.flowrun)
+        with pytest.raises(TenantError):
+            await reconciler.reconcile(KEY)
+        assert stores.verified == ["shop"]
+        assert not [c for c in kube.calls if c[0] == "create"], "no pod without its store"
+        assert kube.status_patches[-1]["conditions"][0]["reason"] == "ProvisioningStore"
+        # Set up again: the pod is created, after the check.
+        stores.refuse = None
+        await reconciler.reconcile(KEY)
+        assert stores.verified == ["shop", "shop"]
+        assert ("create", "order-42-1") in kube.calls
+        await reconciler.reconcile(KEY)  # the pod exists: no pod to create, no check
+        assert stores.verified == ["shop", "shop"]
+    finally:
+        await store.close()
+
+
+class OneSecretKube:
+    def __init__(self, secret: dict[str, Any]) -> None:
+        self.secret = secret
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.secret
+
+
+async def test_a_secret_with_a_password_that_is_not_ascii_is_a_one_line_tenant_error() -> None:
+    name = tenant_name(namespace="shop")
+    dsn = f"postgresql://{name}:pässwörd@db:5432/ergon?schema={name}"
+    provisioner = Provisioner(
+        kube=cast(Kube, OneSecretKube(secret_manifest(name, dsn))),
+        database=cast(TenantDatabase, None),  # never reached
+        admin_dsn="postgresql://op:pw@db:5432/ergon",
+        secret="s",
+        key="dsn",
+    )
+    for call in (provisioner.provision, provisioner.has_secret):
+        with pytest.raises(TenantError) as refused:
+            await call(namespace="shop", name=name)
+        message = str(refused.value)
+        assert "not printable ASCII" in message and "\n" not in message
+        assert "pässwörd" not in message and "p%C3%A4" not in message
+
+
+def secret_manifest(name: str, dsn: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "s",
+            "labels": dict(SECRET_LABELS),
+            "annotations": {TENANT_ANNOTATION: name},
+        },
+        "data": {"dsn": base64.b64encode(dsn.encode()).decode()},
+    }

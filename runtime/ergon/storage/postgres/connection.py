@@ -10,6 +10,11 @@ pooled connection the server closed (a restart) is known closed to asyncpg befor
 is replaced, so the next call after the server is back works; calls marked idempotent are also
 retried once at once after a connection failure or a deadlock.
 
+Every connection runs with `search_path = pg_catalog, pg_temp`: every statement names its
+tables with the store's schema, so no name of a function, operator or type a statement uses can
+resolve to something another role made in `public` or a schema named like the connecting user
+(the operator's connections to a tenant's schema rely on this: see docs/security.md, The store).
+
 LISTEN holds a dedicated connection (a pooled one would lose its registration when returned).
 A watchdog re-establishes it after a connection loss and then bumps the notifier once: whatever
 was notified while it was away, waiters re-check.
@@ -37,6 +42,9 @@ T = TypeVar("T")
 log = logging.getLogger("ergon.storage.postgres")
 
 HEALTH_SECONDS = 10.0
+# Built-ins only (pg_temp, this session's own temporary objects, last; it is never searched for
+# functions or operators). A DSN's own search_path option is overridden.
+SEARCH_PATH = "pg_catalog, pg_temp"
 
 # The server is unreachable, went away, or is not accepting connections right now.
 _UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -156,7 +164,7 @@ class Connections(PooledConnections[asyncpg.Connection]):
             self.dsn,
             timeout=self.connect_timeout,
             command_timeout=self.command_timeout,
-            server_settings={"application_name": application},
+            server_settings={"application_name": application, "search_path": SEARCH_PATH},
         )
 
     def translate(self, error: BaseException, *, what: str) -> StoreError:
@@ -187,7 +195,8 @@ class Connections(PooledConnections[asyncpg.Connection]):
 
     async def _migrate(self, conn: asyncpg.Connection) -> int:
         """Migrate the schema, as the role `migrate_as` when set (`SET ROLE`, so that what the
-        migrations create belongs to that role), then back as the connection's own user."""
+        migrations create belongs to that role: a tenant's owner role, which no login role can
+        become), then back as the connection's own user."""
         if self.migrate_as is None:
             return await migrate(conn, self.schema)
         await conn.execute(f'SET ROLE "{self.migrate_as}"')

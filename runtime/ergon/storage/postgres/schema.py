@@ -92,6 +92,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
 
 def check_schema_name(schema: str) -> str:
@@ -104,8 +105,25 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
+def check_role_name(role: str) -> str:
+    """The role name, if it is a plain identifier (`$` allowed after the first character, as in
+    a tenant's owner role `ergon_ns_team_a$owner`)."""
+    if not isinstance(role, str) or not _ROLE.fullmatch(role):
+        raise ValueError(
+            f"Postgres role name {role!r} must be a plain identifier: letters, digits, "
+            "underscores and $, not starting with a digit or $, at most 63 characters"
+        )
+    return role
+
+
 async def schema_version(conn: asyncpg.Connection, schema: str) -> int:
-    """The highest migration applied in `schema` (0 when the schema or its table is missing)."""
+    """The highest migration applied in `schema` (0 when the schema or its table is missing).
+    A missing table is looked up first rather than caught, so that this also works inside a
+    transaction (an error would abort it), as when the operator moves a tenant's schema."""
+    if not await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f'"{schema}".schema_migrations'
+    ):
+        return 0
     try:
         value = await conn.fetchval(f'SELECT max(version) FROM "{schema}".schema_migrations')
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):

@@ -45,7 +45,7 @@ from ergon.core.store import Claimed, Notifier, Renewal
 from ergon.storage import rows, transitions
 from ergon.storage.base import StoreLifecycle
 from ergon.storage.postgres.connection import Connections, Listener, split_dsn
-from ergon.storage.postgres.schema import check_schema_name, statements
+from ergon.storage.postgres.schema import check_role_name, check_schema_name, migrate, statements
 
 DEFAULT_SCHEMA = "ergon"
 
@@ -61,7 +61,8 @@ class PostgresStore(StoreLifecycle):
 
     `migrate_as` names a role the schema's migrations run as (`SET ROLE`): an administrator's
     connection (a member of that role) then creates tables the role owns, as for a tenant's
-    schema that only the tenant's role may use.
+    schema, owned by a role no login role can become (the tenant's login role gets only the
+    privileges to read and write rows).
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class PostgresStore(StoreLifecycle):
         self._db = Connections(
             base,
             schema=self.schema,
-            migrate_as=check_schema_name(migrate_as) if migrate_as is not None else None,
+            migrate_as=check_role_name(migrate_as) if migrate_as is not None else None,
             max_size=max_connections,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
@@ -103,6 +104,14 @@ class PostgresStore(StoreLifecycle):
     async def close(self) -> None:
         await self._listener.close()
         await self._db.close()
+
+    @staticmethod
+    async def migrate_schema(conn: asyncpg.Connection, schema: str) -> int:
+        """Bring `schema` up to date on the caller's own connection, inside its transaction if
+        one is open (as the role the connection is set to); the number of migrations applied.
+        What a store does on first use, for a caller that must migrate as part of a transaction
+        of its own (the operator moving a tenant's schema)."""
+        return await migrate(conn, check_schema_name(schema))
 
     # --- executing ------------------------------------------------------------------------
 
