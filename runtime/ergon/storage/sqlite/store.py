@@ -8,6 +8,13 @@ State changes read the flow, apply the transition from `ergon.storage.transition
 the flow back, inside one write transaction (`database.write`), so the rules are the ones every
 store shares. The step checkpoint, the hot path, stays one guarded upsert. Connections, locking
 and errors: `ergon.storage.sqlite.database`.
+
+Group commit: what executions write as they run -- `open_flow`, `save_step` (with the signal it
+consumes), `finish_flow` and `create_flow` (child flows) -- goes through `Database.commit`, which
+commits the records of concurrent executions in one transaction (one fsync), each record in a
+savepoint of its own so that a fenced or refused record fails only its caller. Workers' and
+clients' writes (claims, renewals, signals, cancellations, pruning) stay one transaction each
+(`Database.run`): they are rare next to checkpoints and some are large.
 """
 
 from __future__ import annotations
@@ -119,22 +126,21 @@ class SqliteStore(StoreLifecycle):
     # --- executing ------------------------------------------------------------------------
 
     async def open_flow(self, new: NewFlow, *, owner: str) -> OpenedFlow:
-        def work(conn: sqlite3.Connection) -> OpenedFlow:
-            with write(conn):
-                now = utcnow()
-                flow = _flow(conn, new.id)
-                if flow is None:
-                    flow = transitions.created(new, "running", now)
-                    conn.execute(_INSERT_FLOW, rows.flow_values(flow, ts))
-                if (refusal := transitions.open_refusal(flow, new)) is not None:
-                    raise refusal
-                if flow.is_terminal:
-                    return OpenedFlow(flow, [], None)
-                flow = _put(conn, transitions.take_over(flow, owner, now))
-                lease = Lease(new.id, flow.epoch, owner, None)
-                return OpenedFlow(flow, _steps(conn, new.id), lease)
+        def work(conn: sqlite3.Connection) -> OpenedFlow:  # in a write transaction (`commit`)
+            now = utcnow()
+            flow = _flow(conn, new.id)
+            if flow is None:
+                flow = transitions.created(new, "running", now)
+                conn.execute(_INSERT_FLOW, rows.flow_values(flow, ts))
+            if (refusal := transitions.open_refusal(flow, new)) is not None:
+                raise refusal
+            if flow.is_terminal:
+                return OpenedFlow(flow, [], None)
+            flow = _put(conn, transitions.take_over(flow, owner, now))
+            lease = Lease(new.id, flow.epoch, owner, None)
+            return OpenedFlow(flow, _steps(conn, new.id), lease)
 
-        return await self._db.run(work)
+        return await self._db.commit(work)
 
     async def resume_flow(self, lease: Lease) -> OpenedFlow:
         def work(conn: sqlite3.Connection) -> OpenedFlow:
@@ -150,54 +156,47 @@ class SqliteStore(StoreLifecycle):
     ) -> None:
         values = (flow_id, *rows.step_values(step, ts))
 
-        def work(conn: sqlite3.Connection) -> None:
-            if consumes is None and epoch is not None:
+        def work(conn: sqlite3.Connection) -> None:  # in a write transaction (`commit`)
+            if epoch is not None:
                 if conn.execute(_GUARDED_UPSERT, (*values, flow_id, epoch)).rowcount != 1:
                     _refuse(conn, flow_id, epoch)
-                return
-            with write(conn):
-                if epoch is not None:
-                    cursor = conn.execute(_GUARDED_UPSERT, (*values, flow_id, epoch))
-                    if cursor.rowcount != 1:
-                        _refuse(conn, flow_id, epoch)
-                else:
-                    conn.execute(_PLAIN_UPSERT, values)
-                if consumes is not None:
-                    conn.execute(
-                        "UPDATE signals SET consumed_at = ? WHERE seq = ? AND consumed_at IS NULL",
-                        (ts(utcnow()), consumes),
-                    )
+            else:
+                conn.execute(_PLAIN_UPSERT, values)
+            if consumes is not None:
+                conn.execute(
+                    "UPDATE signals SET consumed_at = ? WHERE seq = ? AND consumed_at IS NULL",
+                    (ts(utcnow()), consumes),
+                )
 
-        await self._db.run(work)
+        # Without a signal to consume, the checkpoint is one statement (`single`): no savepoint.
+        await self._db.commit(work, single=consumes is None)
 
     async def finish_flow(self, flow_id: str, end: FlowEnd, *, epoch: int | None) -> FlowStatus:
-        def work(conn: sqlite3.Connection) -> FlowStatus:
-            with write(conn):
-                flow = _flow(conn, flow_id)
-                if flow is None or not transitions.accepts_end(flow, epoch):
-                    raise transitions.end_refusal(flow, flow_id, epoch)
-                now = utcnow()
-                flow = _put(conn, transitions.finish(flow, end, now))
-                _wake(conn, transitions.parent_to_wake(flow), now)
-                return flow
+        def work(conn: sqlite3.Connection) -> FlowStatus:  # in a write transaction (`commit`)
+            flow = _flow(conn, flow_id)
+            if flow is None or not transitions.accepts_end(flow, epoch):
+                raise transitions.end_refusal(flow, flow_id, epoch)
+            now = utcnow()
+            flow = _put(conn, transitions.finish(flow, end, now))
+            _wake(conn, transitions.parent_to_wake(flow), now)
+            return flow
 
-        flow = await self._db.run(work)
-        self._db.broadcast()
+        flow = await self._db.commit(work)
+        self._db.broadcast()  # after the commit: whoever it wakes reads the new state
         return flow
 
     # --- records ----------------------------------------------------------------------------
 
     async def create_flow(self, new: NewFlow) -> tuple[FlowStatus, bool]:
-        def work(conn: sqlite3.Connection) -> tuple[FlowStatus, bool]:
-            with write(conn):
-                flow = transitions.created(new, new.state, utcnow())
-                if conn.execute(_INSERT_FLOW, rows.flow_values(flow, ts)).rowcount == 1:
-                    return flow, True
-                existing = _flow(conn, new.id)
-                assert existing is not None
-                return existing, False
+        def work(conn: sqlite3.Connection) -> tuple[FlowStatus, bool]:  # in a transaction
+            flow = transitions.created(new, new.state, utcnow())
+            if conn.execute(_INSERT_FLOW, rows.flow_values(flow, ts)).rowcount == 1:
+                return flow, True
+            existing = _flow(conn, new.id)
+            assert existing is not None
+            return existing, False
 
-        flow, created = await self._db.run(work)
+        flow, created = await self._db.commit(work, probe=False)
         if created:
             self._db.broadcast()
         return flow, created
